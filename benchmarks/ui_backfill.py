@@ -1,0 +1,377 @@
+"""The UI backfill at full scale: N clients × D days of `meta_ads/client_daily_kpis` launched through the
+webserver's GraphQL API (the mutation the partitions page sends), run by the production processes on PostgreSQL.
+
+Starts the Meta simulator over HTTP, the code server, the webserver and the daemon (`kpi_platform.deploy`) with
+a temporary DAGSTER_HOME holding deploy/dagster.yaml and two temporary PostgreSQL databases (Dagster's storage
+and the warehouse), dropped at the end. Once the daemon is healthy and the gap-healing sensor has ticked, the
+clients are registered (as `kpi-platform clients sync` does) and the backfill of the D days ending yesterday is
+launched; schedules and sensors keep ticking throughout. Prints the wall time from the launch to the backfill's
+completion, the runs, partitions/s and rows/s, and the time the runs spent queued versus executing.
+
+    .venv/bin/python benchmarks/ui_backfill.py                       # 50 clients × 365 days
+    .venv/bin/python benchmarks/ui_backfill.py --clients 3 --days 10
+    .venv/bin/python benchmarks/ui_backfill.py --max-concurrent-runs 3 --pool-limit 3 --logs /tmp/ui_backfill
+
+Target: 50 × 365 completes in under 180 s wall as 50 runs, every partition materialized.
+`--max-concurrent-runs` and `--pool-limit` override deploy/dagster.yaml for one measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+import yaml
+
+from kpi_platform import settings
+from kpi_platform.clients import Client
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.deploy import (
+    BACKFILL_DONE,
+    LocalStack,
+    dagster_pg_env,
+    deploy_dir,
+    marked_processes,
+)
+from kpi_platform.quickstart import sync_clients
+from kpi_platform.warehouse import Warehouse
+
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+TARGET_WALL_S = 180.0
+CURRENCIES = ("EUR", "PLN", "USD", "GBP")
+GAP_HEALING_SENSOR = "gap_healing_sensor"
+
+
+def bench_clients(count: int) -> list[Client]:
+    return [
+        Client(
+            id=f"bench-{i:03d}",
+            name=f"Benchmark client {i}",
+            ad_account_id=f"act_{920_000_000_000 + i}",
+            currency=CURRENCIES[i % len(CURRENCIES)],
+            timezone="Europe/Warsaw",
+        )
+        for i in range(count)
+    ]
+
+
+def write_clients_file(path: Path, clients: Sequence[Client]) -> None:
+    entries = [
+        {
+            "id": c.id,
+            "name": c.name,
+            "ad_account_id": c.ad_account_id,
+            "currency": c.currency,
+            "timezone": c.timezone,
+        }
+        for c in clients
+    ]
+    path.write_text(yaml.safe_dump({"clients": entries}, sort_keys=False), encoding="utf-8")
+
+
+def instance_config(*, max_concurrent_runs: int | None, pool_limit: int | None) -> str:
+    """deploy/dagster.yaml, with the two tuning knobs replaced when given."""
+    config = yaml.safe_load((deploy_dir() / "dagster.yaml").read_text(encoding="utf-8"))
+    if max_concurrent_runs is not None:
+        config["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
+    if pool_limit is not None:
+        config["concurrency"]["pools"]["default_limit"] = pool_limit
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+@contextmanager
+def temporary_database(admin_url: str, prefix: str) -> Iterator[str]:
+    admin = sa.make_url(admin_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def sensor_tick_count(stack: LocalStack, sensor_name: str) -> int:
+    data = stack.webserver.query(
+        """query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+             ... on Sensor { sensorState { ticks(limit: 100) { status } } } } }""",
+        {
+            "selector": {
+                "repositoryName": "__repository__",
+                "repositoryLocationName": settings.CODE_LOCATION_NAME,
+                "sensorName": sensor_name,
+            }
+        },
+    )
+    state = data["sensorOrError"].get("sensorState") or {}
+    return len([t for t in state.get("ticks") or [] if t["status"] != "STARTED"])
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """One run's life: created (queued), started, ended, as UNIX timestamps."""
+
+    run_id: str
+    status: str
+    created: float
+    started: float | None
+    ended: float | None
+
+    @property
+    def queued_s(self) -> float:
+        return (self.started or self.created) - self.created
+
+    @property
+    def executing_s(self) -> float:
+        return (self.ended or self.started or self.created) - (self.started or self.created)
+
+
+def run_times(instance: dg.DagsterInstance, run_filter: dg.RunsFilter) -> list[RunTimes]:
+    return [
+        RunTimes(
+            r.dagster_run.run_id,
+            r.dagster_run.status.value,
+            r.create_timestamp.timestamp(),
+            r.start_time,
+            r.end_time,
+        )
+        for r in instance.get_run_records(filters=run_filter)
+    ]
+
+
+def peak_concurrency(runs: Sequence[RunTimes]) -> int:
+    edges = sorted([(r.started, 1) for r in runs if r.started] + [(r.ended, -1) for r in runs if r.ended])
+    peak = current = 0
+    for _, delta in edges:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds of the live processes of a process group, with their reaped children (run workers are
+    grandchildren of the code server and are reaped by it)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += sum(int(v) for v in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(values) / os.sysconf("SC_CLK_TCK")
+    idle = (values[3] + values[4]) / os.sysconf("SC_CLK_TCK")
+    return total - idle, total
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument(
+        "--max-concurrent-runs", type=int, help="override concurrency.runs.max_concurrent_runs"
+    )
+    parser.add_argument(
+        "--pool-limit", type=int, help="override concurrency.pools.default_limit (the meta_api pool)"
+    )
+    parser.add_argument(
+        "--event-batch-size",
+        type=int,
+        help="DAGSTER_EVENT_BATCH_SIZE for every process (0 writes events one by one)",
+    )
+    parser.add_argument(
+        "--subset-planned-events",
+        action="store_true",
+        help="DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1: one planned event per range run instead of one per "
+        "partition (range runs' partitions are then neither in progress nor failed in Dagster's partition status)",
+    )
+    parser.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
+    parser.add_argument("--logs", help="keep the processes' logs in this folder")
+    parser.add_argument("--echo", action="store_true", help="print the processes' output")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    admin_url = os.environ.get(settings.ENV_TEST_PG_URL, DEFAULT_PG_ADMIN_URL)
+    clients = bench_clients(args.clients)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    days = [yesterday - timedelta(days=i) for i in reversed(range(args.days))]
+    if days[0] < date.fromisoformat(settings.PARTITIONS_START_DATE):
+        print(f"error: {args.days} days reach before the first partition", file=sys.stderr)
+        return 2
+    keys = [f"{c.id}|{d.isoformat()}" for c in clients for d in days]
+
+    with (
+        tempfile.TemporaryDirectory(prefix="ui_backfill_") as tmp,
+        temporary_database(admin_url, "bench_dagster") as dagster_url,
+        temporary_database(admin_url, "bench_warehouse") as warehouse_url,
+    ):
+        work = Path(tmp)
+        home = work / "dagster_home"
+        home.mkdir()
+        (home / "dagster.yaml").write_text(
+            instance_config(max_concurrent_runs=args.max_concurrent_runs, pool_limit=args.pool_limit),
+            encoding="utf-8",
+        )
+        clients_file, simulator_clients = work / "clients.yaml", work / "simulator_clients.yaml"
+        # Empty until the gap-healing sensor has had its first tick: the backfill, not the healer, fills the gaps.
+        write_clients_file(clients_file, [])
+        write_clients_file(simulator_clients, clients)
+        env = {
+            **os.environ,
+            **dagster_pg_env(dagster_url),
+            "DAGSTER_HOME": str(home),
+            settings.ENV_WAREHOUSE_URL: warehouse_url,
+            settings.ENV_CLIENTS_FILE: str(clients_file),
+            settings.ENV_DATA_DIR: str(work / "data"),
+        }
+        env.pop(settings.ENV_SIMULATOR_FAULTS, None)
+        if args.event_batch_size is not None:
+            env["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
+        if args.subset_planned_events:
+            env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
+        os.environ.update({k: v for k, v in env.items() if k.startswith("DAGSTER_")})
+        warehouse = Warehouse(warehouse_url)
+        warehouse.migrate()
+        stack = LocalStack(
+            env=env,
+            with_simulator=True,
+            simulator_env={settings.ENV_CLIENTS_FILE: str(simulator_clients)},
+            log_dir=Path(args.logs) if args.logs else work / "logs",
+            echo=sys.stdout if args.echo else None,
+        )
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            t_start = time.monotonic()
+            stack.start_servers()
+            stack.start_daemon()
+            deadline = time.monotonic() + 120
+            while sensor_tick_count(stack, GAP_HEALING_SENSOR) == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            print(f"processes up in {time.monotonic() - t_start:.1f} s; registering {len(clients)} clients")
+            write_clients_file(clients_file, clients)
+            sync_clients(instance=instance, clients=clients, warehouse=warehouse)
+
+            launched_at = time.time()
+            t0 = time.monotonic()
+            cpu_before = {c.spec.name: group_cpu_s(c.pid) for c in stack.supervisor.children}
+            machine_before = machine_cpu_s()
+            backfill_id = stack.webserver.launch_asset_backfill(
+                asset_key=CLIENT_DAILY_KPIS.path,
+                partition_keys=keys,
+                title=f"benchmark {args.clients}x{args.days}",
+            )
+            t_launch = time.monotonic() - t0
+            status, last_print = "REQUESTED", 0.0
+            while time.monotonic() - t0 < args.timeout:
+                backfill = stack.webserver.backfill(backfill_id)
+                status = backfill["status"]
+                if status in BACKFILL_DONE:
+                    break
+                if time.monotonic() - last_print > 15:
+                    last_print = time.monotonic()
+                    done = sum(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in backfill["runs"])
+                    print(
+                        f"  {time.monotonic() - t0:6.1f} s  {status}: {len(backfill['runs'])} runs, {done} finished"
+                    )
+                time.sleep(1.0)
+            wall = time.monotonic() - t0
+            healer_ticks = sensor_tick_count(stack, GAP_HEALING_SENSOR)
+            cpu = {
+                c.spec.name: group_cpu_s(c.pid) - cpu_before[c.spec.name] for c in stack.supervisor.children
+            }
+            machine_busy = machine_cpu_s()[0] - machine_before[0]
+        finally:
+            report = stack.stop()
+
+        runs = run_times(instance, dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        others = [
+            r
+            for r in run_times(
+                instance, dg.RunsFilter(created_after=datetime.fromtimestamp(launched_at, UTC))
+            )
+            if r.run_id not in {b.run_id for b in runs}
+        ]
+        materialized = instance.get_materialized_partitions(CLIENT_DAILY_KPIS)
+        missing = [k for k in keys if k not in materialized]
+        with warehouse.engine.connect() as conn:
+            campaign_rows = conn.execute(sa.text("select count(*) from campaign_daily_kpis")).scalar_one()
+            day_rows = conn.execute(sa.text("select count(*) from client_daily_kpis")).scalar_one()
+        instance.dispose()
+        warehouse.dispose()
+        leftovers = marked_processes(stack.supervisor.marker)
+
+    successes = [r for r in runs if r.status == "SUCCESS"]
+    first_start = min((r.started for r in runs if r.started), default=launched_at)
+    last_end = max((r.ended for r in runs if r.ended), default=launched_at)
+    executing = [r.executing_s for r in runs if r.started]
+    queued = [r.queued_s for r in runs]
+    n_keys = len(keys)
+    print()
+    print(f"UI backfill {args.clients} clients × {args.days} days = {n_keys} partitions, PostgreSQL, 2 cores")
+    print(f"  launch mutation           {t_launch * 1000:8.0f} ms")
+    print(
+        f"  wall (launch → {status})  {wall:8.1f} s   target < {TARGET_WALL_S:.0f} s: {'met' if wall < TARGET_WALL_S else 'MISSED'}"
+    )
+    print(f"  launch → first run start  {first_start - launched_at:8.1f} s")
+    print(f"  first start → last end    {last_end - first_start:8.1f} s")
+    print(f"  last run end → completed  {launched_at + wall - last_end:8.1f} s")
+    print(
+        f"  runs                      {len(runs):8d}   ({len(successes)} succeeded), peak {peak_concurrency(runs)} at once"
+    )
+    print(f"  partitions materialized   {n_keys - len(missing):8d} / {n_keys}")
+    print(f"  partitions/s              {n_keys / wall:8.1f}")
+    print(f"  rows                      {campaign_rows:8d} campaign rows, {day_rows} client-day rows")
+    print(
+        f"  campaign rows/s           {campaign_rows / wall:8.1f}   (client-day rows/s {day_rows / wall:.1f})"
+    )
+    if runs:
+        print(
+            f"  queued per run            mean {statistics.mean(queued):6.1f} s  max {max(queued):6.1f} s"
+            f"   (sum {sum(queued):.0f} run-s)"
+        )
+    if executing:
+        print(
+            f"  executing per run         mean {statistics.mean(executing):6.1f} s  max {max(executing):6.1f} s"
+            f"   (sum {sum(executing):.0f} run-s)"
+        )
+    print(f"  other runs created meanwhile {len(others)}; gap-healing sensor ticks {healer_ticks}")
+    by_process = ", ".join(f"{name} {seconds:.0f}" for name, seconds in cpu.items())
+    print(f"  CPU seconds by process    {by_process} (code-server includes its run workers)")
+    print(
+        f"  CPU busy, whole machine   {machine_busy:.0f} s of {2 * wall:.0f} core-s; ours {sum(cpu.values()):.0f} s, "
+        f"the rest is PostgreSQL and anything else running"
+    )
+    print(
+        f"  stop: forced {list(report.forced) or 'none'}, killed with their group "
+        f"{sum(len(v) for v in report.group_leftovers.values())}, stragglers {list(report.stragglers) or 'none'}, "
+        f"left {leftovers or 'none'}"
+    )
+    ok = status == "COMPLETED_SUCCESS" and not missing and len(runs) == args.clients and not leftovers
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Turning activity counts into `daily_metrics` rows, and the rules stored snapshots must satisfy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import pandas as pd
+
+from kpi_platform import settings
+from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
+from kpi_platform.activity.source import ActivityCounts
+
+
+def snapshot_rows(counts: ActivityCounts, *, run_id: str | None = None) -> list[dict[str, Any]]:
+    """One `daily_metrics` row per day × metric; metadata records the source (no password) and when it was read."""
+    metadata = {"source": counts.source, "taken_at": counts.taken_at.isoformat()}
+    if run_id:
+        metadata["run_id"] = run_id
+    return [
+        {
+            "metric_date": day.day,
+            "metric_type": metric_type,
+            "metric_category": CATEGORY,
+            "value": float(value),
+            "metadata": dict(metadata),
+            "collected_at": counts.taken_at,
+        }
+        for day in counts.days
+        for metric_type, value in day.values.items()
+    ]
+
+
+def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Sorted days as contiguous inclusive ranges, e.g. for log lines naming many days."""
+    ranges: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if ranges and day == ranges[-1][1] + timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def describe_days(days: Iterable[date]) -> str:
+    """'2026-01-01..2026-01-31, 2026-03-02' for a set of days; 'none' when empty."""
+    parts = [f"{a}..{b}" if a != b else f"{a}" for a, b in day_ranges(days)]
+    return ", ".join(parts) or "none"
+
+
+# --- Rules over stored rows -------------------------------------------------------------------------------------
+
+
+def _values(stored: pd.DataFrame) -> dict[tuple[date, str], float]:
+    rows = stored[stored["metric_category"] == CATEGORY]
+    return {
+        (d, t): float(v)
+        for d, t, v in zip(rows["metric_date"], rows["metric_type"], rows["value"], strict=True)
+    }
+
+
+def missing_metrics(
+    stored: pd.DataFrame, *, start: date, end: date, types: Iterable[str] = settings.ACTIVITY_METRIC_TYPES
+) -> dict[date, list[str]]:
+    """Days in [start, end] lacking one or more of `types` (day → missing types); empty when complete."""
+    values = _values(stored)
+    missing: dict[date, list[str]] = {}
+    day = start
+    while day <= end:
+        absent = [t for t in types if (day, t) not in values]
+        if absent:
+            missing[day] = absent
+        day += timedelta(days=1)
+    return missing
+
+
+@dataclass(frozen=True)
+class TotalsMismatch:
+    """total(d) − total(d−1) ≠ created(d) for one table's metrics.
+
+    `removed` = total(d−1) + created(d) − total(d): rows with created_at before d that existed when day d−1 was
+    snapshotted but not when day d was, i.e. the deletions between the two snapshots (negative if rows appeared
+    with a backdated created_at).
+    """
+
+    day: date
+    total_type: str
+    created_type: str
+    previous_total: int
+    total: int
+    created: int
+
+    @property
+    def removed(self) -> int:
+        return self.previous_total + self.created - self.total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "metric": self.total_type,
+            "previous_total": self.previous_total,
+            "total": self.total,
+            "created": self.created,
+            "removed": self.removed,
+        }
+
+
+def totals_mismatches(stored: pd.DataFrame, *, start: date, end: date) -> list[TotalsMismatch]:
+    """Days in [start, end] whose totals do not follow from the previous day's plus the day's creations.
+
+    Only pairs of stored days are compared; a missing day is the other check's business.
+    """
+    values = _values(stored)
+    found: list[TotalsMismatch] = []
+    day = start
+    while day <= end:
+        for _, total_type, created_type in TABLE_METRICS:
+            if created_type is None:
+                continue
+            keys = ((day - timedelta(days=1), total_type), (day, total_type), (day, created_type))
+            if not all(k in values for k in keys):
+                continue
+            previous, total, created = (int(values[k]) for k in keys)
+            if total - previous != created:
+                found.append(TotalsMismatch(day, total_type, created_type, previous, total, created))
+        day += timedelta(days=1)
+    return found

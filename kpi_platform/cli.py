@@ -1,0 +1,347 @@
+"""The `kpi-platform` command: quickstart, UI, client sync, the simulator server, migrations, export and health."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kpi_platform import settings
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from kpi_platform.quickstart import run_quickstart
+
+    summary = run_quickstart(days=args.days)
+    print(summary.render())
+    return 0 if summary.ok else 1
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from kpi_platform.local import ensure_dagster_home
+
+    home = ensure_dagster_home()
+    workspace = settings.project_root() / "workspace.yaml"
+    print(f"DAGSTER_HOME={home}\nopen http://{args.host}:{args.port}")
+    argv = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), argv)  # noqa: S606 - replaces this process with the Dagster dev server
+    return 0  # pragma: no cover
+
+
+def _cmd_clients(args: argparse.Namespace) -> int:
+    from kpi_platform.clients import ClientConfigError, load_clients
+
+    path = Path(args.file) if args.file else settings.clients_file()
+    try:
+        clients = load_clients(path)
+    except ClientConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "validate":
+        print(f"{path}: {len(clients)} clients, {sum(c.active for c in clients)} active")
+        return 0
+    from dagster import DagsterInstance
+
+    from kpi_platform.local import ensure_dagster_home
+    from kpi_platform.quickstart import sync_clients
+
+    ensure_dagster_home()
+    with DagsterInstance.get() as instance:
+        report = sync_clients(instance=instance, clients=clients)
+    print(
+        f"partitions added: {list(report.partitions_added) or 'none'}; warehouse: {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged; deactivated: {list(report.deactivated) or 'none'}"
+    )
+    return 0
+
+
+def _cmd_simulator(args: argparse.Namespace) -> int:
+    from kpi_platform.clients import load_clients
+    from kpi_platform.defs.resources import faults_from_json, simulator_config
+    from kpi_platform.meta.simulator import run_forever
+
+    # The served simulator knows the registered ad accounts, each in its client's currency.
+    clients = load_clients(settings.clients_file()) if settings.clients_file().exists() else []
+    config = simulator_config({c.ad_account_id: c.currency for c in clients})
+    faults = faults_from_json(args.faults) if args.faults else None
+    run_forever(host="127.0.0.1", port=args.port, config=config, faults=faults)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from kpi_platform.local import ensure_dagster_home
+    from kpi_platform.warehouse import Warehouse
+
+    warehouse = Warehouse(settings.warehouse_owner_url())
+    warehouse.migrate()
+    print(f"warehouse migrated: {warehouse.url_for_display}")
+    warehouse.dispose()
+    ensure_dagster_home()
+    dagster = Path(sys.executable).with_name("dagster")
+    return subprocess.call([str(dagster), "instance", "migrate"])  # noqa: S603 - fixed argv
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from kpi_platform.deploy import serve
+
+    return serve(
+        host=args.host,
+        webserver_port=args.port,
+        code_server_port=args.code_server_port,
+        simulator_port=args.simulator_port,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import io
+
+    from kpi_platform.export import WarehouseNotReadyError, export, open_warehouse
+    from kpi_platform.warehouse.queries import InvalidQueryError
+
+    buffer = io.StringIO()
+    try:
+        warehouse = open_warehouse(settings.warehouse_reader_url())
+        try:
+            summary = export(
+                warehouse,
+                kind=args.kind,
+                start=args.start,
+                end=args.end,
+                grain=args.grain,
+                client_ids=args.client,
+                categories=args.category,
+                types=args.type,
+                allow_long_range=args.allow_long_range,
+                fmt=args.format,
+                out=buffer,
+            )
+        finally:
+            warehouse.dispose()
+        # Written only after the query succeeded, so a failed export never truncates an existing file.
+        if args.output:
+            Path(args.output).write_text(buffer.getvalue(), encoding="utf-8")
+        else:
+            sys.stdout.write(buffer.getvalue())
+    except (InvalidQueryError, WarehouseNotReadyError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = args.output or "stdout"
+    print(f"exported {summary.rows} {args.kind} rows ({args.grain}, {args.format}) to {where}", file=sys.stderr)
+    if summary.days_missing:
+        print(
+            f"note: {summary.days_missing} day(s) missing in {summary.gap_ranges} gap(s); they are not filled in "
+            "(the JSON format lists them under `gaps`)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from dagster import DagsterInstance
+
+    from kpi_platform.defs.health import code_location_check_keys
+    from kpi_platform.export import WarehouseNotReadyError, open_warehouse
+    from kpi_platform.health import HealthReport, build_health_report, clients_from_warehouse
+    from kpi_platform.local import ensure_dagster_home
+
+    now = datetime.now(UTC)
+    header = ""
+    try:
+        warehouse = open_warehouse(settings.warehouse_url())
+    except WarehouseNotReadyError as exc:
+        report = HealthReport.unavailable(name="warehouse", summary=str(exc), now_utc=now)
+    else:
+        try:
+            home = ensure_dagster_home()
+            header = f"warehouse: {warehouse.url_for_display}\ndagster home: {home}\n"
+            try:
+                instance = DagsterInstance.get()
+            except Exception as exc:  # noqa: BLE001 - an unreadable instance is the report's finding
+                report = HealthReport.unavailable(
+                    name="dagster_instance", summary=f"cannot open the Dagster instance at {home}: {exc}", now_utc=now
+                )
+            else:
+                with instance:
+                    report = build_health_report(
+                        warehouse=warehouse,
+                        instance=instance,
+                        clients=clients_from_warehouse(warehouse),
+                        now_utc=now,
+                        check_keys=code_location_check_keys(),
+                    )
+        finally:
+            warehouse.dispose()
+    sys.stdout.write(report.to_json() + "\n" if args.json else header + report.to_text())
+    return report.exit_code()
+
+
+def _cmd_breakers(args: argparse.Namespace) -> int:
+    from kpi_platform.meta.breaker import BreakerGuard
+    from kpi_platform.warehouse import Warehouse
+
+    warehouse = Warehouse(settings.warehouse_url())
+    warehouse.migrate()
+    guard = BreakerGuard(warehouse)
+    if args.action == "reset":
+        if not args.name:
+            print("error: give the breaker name, e.g. `kpi-platform breakers reset meta_api`", file=sys.stderr)
+            return 2
+        done = guard.reset(args.name)
+        print(f"breaker {args.name}: {'closed' if done else 'not found'}")
+        return 0 if done else 1
+    states = guard.list_breakers()
+    if not states:
+        print("no breaker has recorded a failure")
+    for s in states:
+        since = f" since {s.opened_at:%Y-%m-%d %H:%M} UTC" if s.opened_at else ""
+        print(f"{s.name:<32} {s.state:<10} failures={s.fail_counter}{since}")
+    return 0
+
+
+def _cmd_db_roles(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from kpi_platform.warehouse.roles import RoleNames, RolesError, ensure_roles, passwords_from_env
+
+    try:
+        names = RoleNames(owner=args.owner, writer=args.writer, reader=args.reader)
+        report = ensure_roles(
+            url=args.url or settings.warehouse_admin_url(),
+            names=names,
+            passwords=passwords_from_env(environ=os.environ),
+        )
+    except (RolesError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"error: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(report.render())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpi-platform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="sync clients, collect the last N days through Dagster, close months")
+    p.add_argument("--days", type=int, default=settings.QUICKSTART_DAYS)
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("ui", help="start the Dagster UI and daemon on the same instance the quickstart wrote to")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=_cmd_ui)
+
+    p = sub.add_parser("clients", help="validate clients.yaml or sync it to Dagster and the warehouse")
+    p.add_argument("action", choices=["validate", "sync"])
+    p.add_argument("--file", help="path to clients.yaml (default: KPI_CLIENTS_FILE or ./clients.yaml)")
+    p.set_defaults(func=_cmd_clients)
+
+    p = sub.add_parser("simulator", help="the Meta-compatible simulator")
+    simsub = p.add_subparsers(dest="sim_command", required=True)
+    serve = simsub.add_parser("serve", help="serve the simulator over HTTP on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--faults", help='FaultConfig as JSON, e.g. \'{"error_rates": {"17": 0.1}}\'')
+    serve.set_defaults(func=_cmd_simulator)
+
+    p = sub.add_parser("export", help="export KPIs or platform activity for a date range as CSV or JSON")
+    p.add_argument("kind", choices=["kpis", "activity"])
+    p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--end", required=True, help="last day, YYYY-MM-DD (inclusive)")
+    p.add_argument("--grain", choices=["daily", "weekly", "monthly"], default="daily")
+    p.add_argument("--client", action="append", help="client id (kpis; repeatable; default: all)")
+    p.add_argument("--category", action="append", help="metric category (activity; repeatable; default: all)")
+    p.add_argument("--type", action="append", help="metric type (activity; repeatable; default: all)")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--output", help="file to write (default: stdout)")
+    p.add_argument(
+        "--allow-long-range", action="store_true", help=f"answer ranges over {settings.MAX_QUERY_DAYS} days"
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser(
+        "health",
+        help="platform health: healthy / degraded / unhealthy, exit code 0 / 1 / 2",
+        description="Yesterday's collection, missing days (7 / 30 d), split data, hours since each client's last "
+        "collection, failed asset checks, open circuit breakers, runs and backfills in progress. "
+        "Exit code 0 healthy, 1 degraded, 2 unhealthy.",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_health)
+
+    p = sub.add_parser("breakers", help="list the Meta API circuit breakers, or close one after fixing the cause")
+    p.add_argument("action", choices=["list", "reset"])
+    p.add_argument("name", nargs="?", help="breaker to reset: meta_api or meta_api:act_<id>")
+    p.set_defaults(func=_cmd_breakers)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the production processes together (code server, webserver, daemon) until Ctrl-C",
+        description="Starts `dagster code-server start`, `dagster-webserver` and `dagster-daemon run` on the "
+        "production instance (DAGSTER_HOME with deploy/dagster.yaml, PostgreSQL from DAGSTER_PG_*) and "
+        "deploy/workspace.yaml, each in its own process group; Ctrl-C stops all of them.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="webserver host")
+    p.add_argument("--port", type=int, default=settings.DEFAULT_WEBSERVER_PORT, help="webserver port")
+    p.add_argument(
+        "--code-server-port",
+        type=int,
+        default=int(os.environ.get(settings.ENV_CODE_SERVER_PORT) or settings.DEFAULT_CODE_SERVER_PORT),
+    )
+    p.add_argument("--simulator-port", type=int, help="also serve the Meta API simulator here and use it")
+    p.add_argument("--log-dir", help="also write each process's output to <dir>/<process>.log")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply warehouse migrations and `dagster instance migrate` (idempotent)")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("db", help="PostgreSQL administration of the warehouse")
+    dbsub = p.add_subparsers(dest="db_command", required=True)
+    roles = dbsub.add_parser(
+        "roles",
+        help="create the owner, writer and reader roles and apply their privileges (idempotent)",
+        description="Creates the roles if missing (passwords from KPI_DB_OWNER_PASSWORD, KPI_DB_WRITER_PASSWORD, "
+        "KPI_DB_READER_PASSWORD; a role created without one is NOLOGIN), hands the warehouse tables to the "
+        "owner and grants the writer and reader exactly what kpi_platform/warehouse/roles.py lists. Run it after "
+        "every `kpi-platform migrate`.",
+    )
+    roles.add_argument(
+        "--url",
+        help="a superuser connection (default: KPI_WAREHOUSE_ADMIN_URL, else the owner / warehouse URL)",
+    )
+    roles.add_argument(
+        "--owner", default=settings.DB_OWNER_ROLE, help="owner role (owns tables, runs migrations)"
+    )
+    roles.add_argument("--writer", default=settings.DB_WRITER_ROLE, help="writer role (Dagster runs)")
+    roles.add_argument("--reader", default=settings.DB_READER_ROLE, help="reader role (exports and queries)")
+    roles.set_defaults(func=_cmd_db_roles)
+    return parser
+
+
+def _quiet_dagster_warnings() -> None:
+    """Beta/preview notices about APIs we chose deliberately are noise on a terminal (they stay in the logs of runs)."""
+    import warnings
+
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_dagster_warnings()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

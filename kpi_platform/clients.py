@@ -1,0 +1,254 @@
+"""Client registry: load and validate clients.yaml, and keep the warehouse and Dagster partitions in step with it.
+
+A client id becomes part of every partition key (`client|date`), so ids are restricted to lowercase letters,
+digits, `-` and `_`; `|` and `,` would break multi-partition keys and partition ranges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from kpi_platform import settings
+
+CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+AD_ACCOUNT_RE = re.compile(r"^act_[0-9]{1,20}$")
+_CLIENT_FIELDS = {"id", "name", "ad_account_id", "currency", "timezone", "active", "settings"}
+_SETTINGS_FIELDS = {
+    "lookback_days",
+    "completeness_target",
+    "collection_hour",
+    "ctr_pct_min",
+    "ctr_pct_max",
+    "cpc_min",
+    "cpc_max",
+    "max_daily_spend",
+    "max_daily_clicks",
+}
+
+
+class ClientConfigError(ValueError):
+    """clients.yaml is invalid; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Optional per-client overrides; None means the platform default."""
+
+    lookback_days: int = settings.DEFAULT_LOOKBACK_DAYS
+    completeness_target: float = settings.DEFAULT_COMPLETENESS_TARGET
+    #: Local hour (in the client's timezone) at which the daily collection runs.
+    collection_hour: int = 6
+    ctr_pct_min: float = 0.1
+    ctr_pct_max: float = 10.0
+    cpc_min: float = 0.10
+    cpc_max: float = 50.0
+    max_daily_spend: float | None = None
+    max_daily_clicks: int | None = None
+
+
+@dataclass(frozen=True)
+class Client:
+    """One advertiser: a Meta ad account and how to collect it."""
+
+    id: str
+    name: str
+    ad_account_id: str
+    currency: str
+    timezone: str
+    active: bool = True
+    settings: ClientSettings = field(default_factory=ClientSettings)
+
+    def to_row(self) -> dict[str, Any]:
+        """The row stored in the warehouse `clients` table."""
+        return {
+            "client_id": self.id,
+            "name": self.name,
+            "ad_account_id": self.ad_account_id,
+            "currency": self.currency,
+            "timezone": self.timezone,
+            "active": self.active,
+            "settings": asdict(self.settings),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Client:
+        return cls(
+            id=row["client_id"],
+            name=row["name"],
+            ad_account_id=row["ad_account_id"],
+            currency=row["currency"],
+            timezone=row["timezone"],
+            active=bool(row["active"]),
+            settings=ClientSettings(**(row.get("settings") or {})),
+        )
+
+
+def _fail(where: str, fld: str, problem: str) -> ClientConfigError:
+    return ClientConfigError(f"clients.yaml {where}, field '{fld}': {problem}")
+
+
+def _parse_settings(where: str, raw: Any) -> ClientSettings:
+    if raw is None:
+        return ClientSettings()
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "settings", "must be a mapping")
+    unknown = set(raw) - _SETTINGS_FIELDS
+    if unknown:
+        raise _fail(
+            where, f"settings.{sorted(unknown)[0]}", f"unknown setting; allowed: {sorted(_SETTINGS_FIELDS)}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(where, f"settings.{key}", f"must be a number, got {value!r}")
+        values[key] = value
+    if "lookback_days" in values and not (
+        isinstance(values["lookback_days"], int) and 1 <= values["lookback_days"] <= 90
+    ):
+        raise _fail(where, "settings.lookback_days", "must be a whole number of days between 1 and 90")
+    if "completeness_target" in values and not 0 < values["completeness_target"] <= 1:
+        raise _fail(where, "settings.completeness_target", "must be a share in (0, 1], e.g. 0.995")
+    if "collection_hour" in values and values["collection_hour"] not in range(24):
+        raise _fail(where, "settings.collection_hour", "must be an hour 0-23")
+    merged = ClientSettings(**values)
+    if merged.ctr_pct_min >= merged.ctr_pct_max:
+        raise _fail(where, "settings.ctr_pct_min", "must be below ctr_pct_max")
+    if merged.cpc_min >= merged.cpc_max:
+        raise _fail(where, "settings.cpc_min", "must be below cpc_max")
+    return merged
+
+
+def parse_clients(document: Any) -> list[Client]:
+    """Validate a parsed clients.yaml document; raise ClientConfigError naming the entry and field."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("clients"), list):
+        raise ClientConfigError("clients.yaml: the top level must be a mapping with a 'clients:' list")
+    clients: list[Client] = []
+    seen_ids: dict[str, int] = {}
+    seen_accounts: dict[str, str] = {}
+    for index, entry in enumerate(document["clients"], start=1):
+        where = f"entry #{index}"
+        if not isinstance(entry, Mapping):
+            raise ClientConfigError(f"clients.yaml {where}: must be a mapping of fields")
+        if isinstance(entry.get("id"), str):
+            where = f"entry #{index} (id '{entry['id']}')"
+        unknown = set(entry) - _CLIENT_FIELDS
+        if unknown:
+            raise _fail(where, sorted(unknown)[0], f"unknown field; allowed: {sorted(_CLIENT_FIELDS)}")
+        for required in ("id", "name", "ad_account_id", "currency", "timezone"):
+            if not isinstance(entry.get(required), str) or not entry[required].strip():
+                raise _fail(where, required, "is required and must be a non-empty string")
+        client_id = entry["id"]
+        if not CLIENT_ID_RE.match(client_id):
+            raise _fail(
+                where,
+                "id",
+                f"{client_id!r} is not a valid id: use lowercase letters, digits, '-' and '_' (max 64, "
+                "starting with a letter or digit); '|' and ',' would break partition keys",
+            )
+        if client_id in seen_ids:
+            raise _fail(where, "id", f"duplicate of entry #{seen_ids[client_id]}")
+        seen_ids[client_id] = index
+        account = entry["ad_account_id"]
+        if not AD_ACCOUNT_RE.match(account):
+            raise _fail(where, "ad_account_id", f"{account!r} must look like 'act_<digits>'")
+        if account in seen_accounts:
+            raise _fail(where, "ad_account_id", f"already used by client '{seen_accounts[account]}'")
+        seen_accounts[account] = client_id
+        currency = entry["currency"]
+        if currency not in settings.KNOWN_CURRENCIES:
+            raise _fail(where, "currency", f"{currency!r} is not a known ISO currency code")
+        try:
+            ZoneInfo(entry["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _fail(where, "timezone", f"{entry['timezone']!r} is not an IANA timezone") from None
+        active = entry.get("active", True)
+        if not isinstance(active, bool):
+            raise _fail(where, "active", "must be true or false")
+        clients.append(
+            Client(
+                id=client_id,
+                name=entry["name"].strip(),
+                ad_account_id=account,
+                currency=currency,
+                timezone=entry["timezone"],
+                active=active,
+                settings=_parse_settings(where, entry.get("settings")),
+            )
+        )
+    return clients
+
+
+def load_clients(path: Path) -> list[Client]:
+    """Read and validate clients.yaml; nothing is changed anywhere if it is invalid."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClientConfigError(
+            f"clients file not found: {path} (set KPI_CLIENTS_FILE or create clients.yaml)"
+        ) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ClientConfigError(f"clients.yaml is not valid YAML: {exc}") from None
+    return parse_clients(document)
+
+
+def file_fingerprint(path: Path) -> str:
+    """Content hash used as the sync sensor's cursor."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClientSyncPlan:
+    """What a sync changes: partitions to add (never removed) and warehouse rows to upsert."""
+
+    partitions_to_add: tuple[str, ...]
+    clients: tuple[Client, ...]
+
+    @property
+    def active_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.clients if c.active)
+
+
+def plan_sync(clients: Sequence[Client], existing_partitions: Sequence[str]) -> ClientSyncPlan:
+    """Partitions are only ever added: removing one would hide a client's history in Dagster."""
+    existing = set(existing_partitions)
+    to_add = tuple(c.id for c in clients if c.id not in existing)
+    return ClientSyncPlan(partitions_to_add=to_add, clients=tuple(clients))
+
+
+@dataclass(frozen=True)
+class ClientSyncReport:
+    """What a sync did: partitions added, warehouse rows added/updated, clients deactivated (history kept)."""
+
+    partitions_added: tuple[str, ...]
+    added: int
+    updated: int
+    unchanged: int
+    deactivated: tuple[str, ...]
+
+
+def sync_clients_to_warehouse(
+    *, clients: Sequence[Client], warehouse: Any
+) -> tuple[int, int, int, tuple[str, ...]]:
+    """Upsert every client; a client that vanished from the file is deactivated, never deleted."""
+    in_file = {c.id for c in clients}
+    rows = [c.to_row() for c in clients]
+    vanished = tuple(
+        row["client_id"]
+        for row in warehouse.list_clients()
+        if row["client_id"] not in in_file and row["active"]
+    )
+    for row in warehouse.list_clients():
+        if row["client_id"] in vanished:
+            rows.append({**row, "active": False})
+    result = warehouse.upsert_clients(rows)
+    return len(result.added), len(result.updated), len(result.unchanged), vanished

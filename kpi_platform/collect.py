@@ -1,0 +1,198 @@
+"""Collection of one client × one contiguous date range: fetch → parse → totals → validate → one transaction.
+
+This is the code path of the daily asset, the quickstart and the benchmarks alike; it knows nothing of Dagster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+import pandas as pd
+
+from kpi_platform import settings
+from kpi_platform.clients import Client
+from kpi_platform.meta.client import InsightsFetch
+from kpi_platform.meta.parse import CAMPAIGN_COLUMNS, ParseError, parse_insights_rows
+from kpi_platform.quality.rules import Thresholds, quality_scores
+from kpi_platform.quality.schemas import FAILURE_COLUMNS, ContractViolation, validate_collection
+from kpi_platform.warehouse import Warehouse
+
+SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
+COUNT_COLUMNS: tuple[str, ...] = ("impressions", "clicks", "calls", "contacts", "leads", "reservations")
+DAILY_COLUMNS: tuple[str, ...] = (
+    "client_id",
+    "kpi_date",
+    *SUM_COLUMNS,
+    "ctr_pct",
+    "cpc",
+    "currency",
+    "campaign_count",
+    "delivery",
+)
+
+
+class InsightsSource(Protocol):
+    """What collection needs from the Meta client (the client itself, or the client behind the breakers)."""
+
+    def fetch_campaign_insights(
+        self, *, client_id: str, ad_account_id: str, since: date, until: date
+    ) -> InsightsFetch: ...
+
+
+#: A validator receives the campaign rows and daily totals of the range and raises to refuse them.
+Validator = Callable[[pd.DataFrame, pd.DataFrame, Client, date, date], None]
+
+
+def validate_contract(
+    campaigns: pd.DataFrame, totals: pd.DataFrame, client: Client, start: date, end: date
+) -> None:
+    """The default validator: the pandera contract (raises quality.schemas.ContractViolation with every failure)."""
+    validate_collection(
+        campaigns, totals, client_id=client.id, start=start, end=end, currency=client.currency
+    )
+
+
+def client_thresholds(client: Client) -> Thresholds:
+    s = client.settings
+    return Thresholds(
+        ctr_pct_min=s.ctr_pct_min,
+        ctr_pct_max=s.ctr_pct_max,
+        cpc_min=s.cpc_min,
+        cpc_max=s.cpc_max,
+        max_daily_spend=s.max_daily_spend,
+        max_daily_clicks=s.max_daily_clicks,
+    )
+
+
+@dataclass(frozen=True)
+class CollectionResult:
+    """What one collection wrote and what it cost."""
+
+    client_id: str
+    start: date
+    end: date
+    days: int
+    idle_days: int
+    campaign_rows: int
+    day_rows: int
+    spend: float
+    currency: str
+    source: str
+    api_requests: int
+    api_retries: int
+    throttle_wait_s: float
+    fetch_seconds: float
+    write_seconds: float
+    quality_score_mean: float
+
+
+def date_range(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def ratio_or_nan(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    """numerator / denominator, NaN where the denominator is 0 (a CTR without impressions is undefined, not 0)."""
+    num = numerator.astype("float64")
+    den = denominator.astype("float64")
+    return (num / den.where(den != 0)).astype("float64")
+
+
+def build_daily_totals(
+    campaigns: pd.DataFrame, *, client_id: str, start: date, end: date, currency: str
+) -> pd.DataFrame:
+    """Client-day totals for every day of the range; days without campaign rows are explicit idle days."""
+    days = pd.DataFrame({"kpi_date": date_range(start, end)})
+    if campaigns.empty:
+        grouped = pd.DataFrame(columns=["kpi_date", *SUM_COLUMNS, "campaign_count"])
+    else:
+        grouped = campaigns.groupby("kpi_date", sort=True).agg(
+            **{c: (c, "sum") for c in SUM_COLUMNS}, campaign_count=("campaign_id", "nunique")
+        )
+        grouped = grouped.reset_index()
+    totals = days.merge(grouped, on="kpi_date", how="left")
+    for column in (*COUNT_COLUMNS, "campaign_count"):
+        totals[column] = pd.to_numeric(totals[column]).fillna(0).astype("int64")
+    for column in ("spend", "reservation_value"):
+        totals[column] = pd.to_numeric(totals[column]).fillna(0.0).astype("float64").round(2)
+    totals["ctr_pct"] = ratio_or_nan(totals["clicks"], totals["impressions"]) * 100
+    totals["cpc"] = ratio_or_nan(totals["spend"], totals["clicks"])
+    totals["client_id"] = client_id
+    totals["currency"] = currency
+    totals["delivery"] = (totals["campaign_count"] > 0).map({True: "delivered", False: "idle"})
+    return totals[list(DAILY_COLUMNS)]
+
+
+class CollectionError(RuntimeError):
+    """A collection could not complete; nothing of its range was written."""
+
+
+def collect_range(
+    *,
+    client: Client,
+    start: date,
+    end: date,
+    meta: InsightsSource,
+    warehouse: Warehouse,
+    run_id: str,
+    validate: Validator | None = validate_contract,
+    now: datetime | None = None,
+) -> CollectionResult:
+    """Fetch, parse, validate and store one client × [start, end] in one transaction; all or nothing.
+
+    Validation runs on everything fetched for the range before the transaction: a contract failure raises and
+    writes nothing. Each client-day gets its quality score (0-100, per-client thresholds) stored with the row.
+    """
+    if end < start:
+        raise ValueError(f"collection range for '{client.id}' ends ({end}) before it starts ({start})")
+    fetched_at = now or datetime.now(UTC)
+    t0 = time.perf_counter()
+    fetch = meta.fetch_campaign_insights(
+        client_id=client.id, ad_account_id=client.ad_account_id, since=start, until=end
+    )
+    fetch_seconds = time.perf_counter() - t0
+    try:
+        campaigns = parse_insights_rows(fetch.rows, client_id=client.id, expected_currency=client.currency)
+    except ParseError as exc:
+        # Rows that cannot even be typed break the contract just as invalid values do: same report, nothing stored.
+        failure = dict.fromkeys(FAILURE_COLUMNS) | {
+            "schema": "insights_rows",
+            "rule": "parseable",
+            "failure_value": str(exc),
+        }
+        raise ContractViolation(
+            pd.DataFrame([failure], columns=list(FAILURE_COLUMNS)), client.id, start, end
+        ) from exc
+    totals = build_daily_totals(
+        campaigns, client_id=client.id, start=start, end=end, currency=client.currency
+    )
+    if validate is not None:
+        validate(campaigns, totals, client, start, end)
+    totals["quality_score"] = quality_scores(totals, {client.id: client_thresholds(client)}).astype("float64")
+    stamp = {"source": fetch.source, "fetched_at": fetched_at, "run_id": run_id}
+    campaigns = campaigns.assign(**stamp)[[*CAMPAIGN_COLUMNS, *stamp]]
+    totals = totals.assign(**stamp)
+    stats = warehouse.replace_client_range(
+        client_id=client.id, start=start, end=end, campaign_rows=campaigns, daily_totals=totals
+    )
+    return CollectionResult(
+        client_id=client.id,
+        start=start,
+        end=end,
+        days=len(totals),
+        idle_days=int((totals["delivery"] == "idle").sum()),
+        campaign_rows=stats.campaign_rows,
+        day_rows=stats.day_rows,
+        spend=round(float(totals["spend"].sum()), 2),
+        currency=client.currency,
+        source=fetch.source,
+        api_requests=fetch.requests,
+        api_retries=fetch.retries,
+        throttle_wait_s=fetch.throttle_wait_s,
+        fetch_seconds=fetch_seconds,
+        write_seconds=stats.seconds,
+        quality_score_mean=round(float(totals["quality_score"].mean()), 2) if len(totals) else 100.0,
+    )

@@ -1,0 +1,65 @@
+"""The one entry point: `defs = build_defs()`; tests call `build_defs(resources=...)` to swap parts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from kpi_platform import settings
+from kpi_platform.defs.activity import (
+    ACTIVITY_ASSETS,
+    ACTIVITY_CHECKS,
+    activity_snapshot_job,
+    activity_snapshot_schedule,
+)
+from kpi_platform.defs.alerting import ALERT_SENSORS
+from kpi_platform.defs.assets import client_daily_kpis, client_monthly_summary
+from kpi_platform.defs.checks import (
+    checks_after_collection_sensor,
+    warehouse_checks,
+    warehouse_checks_job,
+    warehouse_checks_schedule,
+)
+from kpi_platform.defs.health import HEALTH_ASSETS, HEALTH_JOBS, HEALTH_SCHEDULES
+from kpi_platform.defs.jobs import daily_collection_job, monthly_summary_job
+from kpi_platform.defs.resources import default_resources
+from kpi_platform.defs.schedules import daily_collection_schedule
+from kpi_platform.defs.sensors import build_gap_healing_sensor, clients_sync_sensor, kpi_automation_sensor
+
+
+def build_defs(
+    *,
+    resources: Mapping[str, Any] | None = None,
+    gap_healing_interval_s: int = 300,
+    healing_horizon_days: int = settings.HEALING_HORIZON_DAYS,
+    executor: dg.ExecutorDefinition = dg.in_process_executor,
+) -> dg.Definitions:
+    """Assemble the code location; `resources` overrides the default wiring by key, the gap-healing sensor's
+    interval and horizon default to production's (end-to-end tests shorten them).
+
+    Runs execute their steps in the run's own process: every job is one asset step (plus its checks), so a
+    process per step would only add an interpreter start and the imports to each run (see
+    benchmarks/ui_backfill.py).
+    """
+    gap_healing_sensor = build_gap_healing_sensor(
+        minimum_interval_seconds=gap_healing_interval_s, horizon_days=healing_horizon_days
+    )
+    return dg.Definitions(
+        assets=[client_daily_kpis, client_monthly_summary, *HEALTH_ASSETS, *ACTIVITY_ASSETS],
+        asset_checks=[warehouse_checks, *ACTIVITY_CHECKS],
+        jobs=[daily_collection_job, monthly_summary_job, warehouse_checks_job, activity_snapshot_job, *HEALTH_JOBS],
+        schedules=[
+            daily_collection_schedule,
+            warehouse_checks_schedule,
+            activity_snapshot_schedule,
+            *HEALTH_SCHEDULES,
+        ],
+        sensors=[clients_sync_sensor, kpi_automation_sensor, checks_after_collection_sensor, gap_healing_sensor, *ALERT_SENSORS],
+        resources={**default_resources(), **(resources or {})},
+        executor=executor,
+    )
+
+
+defs = build_defs()

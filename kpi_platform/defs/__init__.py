@@ -1,0 +1,1 @@
+"""Dagster objects only, kept thin: resources, partitions, assets, checks, jobs, schedules and sensors."""

@@ -1,0 +1,180 @@
+"""The platform activity snapshot asset and its two checks, evaluated over the rows stored in the warehouse."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+from pydantic import Field
+
+from kpi_platform import settings
+from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
+from kpi_platform.activity.snapshot import describe_days, missing_metrics, snapshot_rows, totals_mismatches
+from kpi_platform.activity.source import AppDatabaseError
+from kpi_platform.defs.partitions import daily_partitions
+from kpi_platform.defs.resources import AppDatabaseResource, WarehouseResource
+from kpi_platform.warehouse import Warehouse
+from kpi_platform.warehouse.store import describe_replacements
+
+DAILY_ACTIVITY_SNAPSHOT = dg.AssetKey(["platform", "daily_activity_snapshot"])
+#: Days listed in check metadata at most; the counts always cover every day.
+MAX_LISTED_DAYS = 100
+
+
+class ActivitySnapshotConfig(dg.Config):
+    force: bool = Field(
+        default=False,
+        description="Replace days already stored (corrections only). Every replaced day is logged as a WARNING "
+        "with its old and new values, and the old value stays in the row's metadata.",
+    )
+
+
+@dg.asset(
+    key_prefix="platform",
+    name="daily_activity_snapshot",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="platform",
+    kinds={"python", "sql"},
+    owners=["team:data-engineering"],
+)
+def daily_activity_snapshot(
+    context: dg.AssetExecutionContext,
+    config: ActivitySnapshotConfig,
+    app_db: AppDatabaseResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """The agency's own platform activity at the end of each UTC day: users_total, posts_total, comments_total,
+    posts_created, comments_created.
+
+    Grain: one `daily_metrics` row per day × metric (category `platform`).
+    Source: the application database (KPI_APP_DB_URL): tables profiles, posts, comments, counted by created_at.
+    The application deletes rows outright, so a day's counts are only true when taken: a stored snapshot is
+    immutable. A re-run reports its days as already recorded and leaves them; `force: true` replaces them
+    (logged per day, old → new). A one-day run and a year's backfill take the same path, in one run.
+    """
+    days = sorted(date.fromisoformat(key) for key in context.partition_keys)
+    reader = app_db.get_app_database()
+    try:
+        counts = reader.count_days(start=days[0], end=days[-1])
+    except AppDatabaseError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    finally:
+        reader.dispose()
+    wanted = set(days)
+    rows = [row for row in snapshot_rows(counts, run_id=context.run.run_id) if row["metric_date"] in wanted]
+    wh = warehouse.get_warehouse()
+    if config.force:
+        context.log.warning(f"force: stored activity snapshots of {describe_days(days)} will be replaced")
+    write = wh.record_daily_metrics(rows, force=config.force)
+    for line in describe_replacements(write.replaced):
+        context.log.warning(line)
+    if write.days_already_recorded:
+        context.log.info(
+            f"already recorded, left unchanged (snapshots are immutable): {describe_days(write.days_already_recorded)}"
+        )
+    last = wh.read_daily_metrics(start=days[-1], end=days[-1], categories=[CATEGORY])
+    metadata: dict[str, dg.MetadataValue] = {
+        "days_recorded": dg.MetadataValue.int(len(write.days_recorded)),
+        "days_already_recorded": dg.MetadataValue.int(len(write.days_already_recorded)),
+        "days_forced": dg.MetadataValue.int(len({r.metric_date for r in write.replaced})),
+        "range": dg.MetadataValue.text(describe_days(days)),
+        "source": dg.MetadataValue.text(counts.source),
+        "taken_at": dg.MetadataValue.text(counts.taken_at.isoformat()),
+    }
+    # Numbers, so the UI plots each metric over time.
+    for metric_type, value in zip(last["metric_type"], last["value"], strict=True):
+        metadata[metric_type] = dg.MetadataValue.int(int(value))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _check_window(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> tuple[date, date] | None:
+    """The run's partition range (clipped to the last ended day), else every stored day; None if nothing to check."""
+    op_context = context.op_execution_context
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    if op_context.has_partition_key or op_context.has_partition_key_range:
+        key_range = op_context.partition_key_range
+        start, end = date.fromisoformat(key_range.start), min(date.fromisoformat(key_range.end), yesterday)
+        return (start, end) if start <= end else None
+    return warehouse.daily_metric_bounds(category=CATEGORY)
+
+
+@dg.asset_check(
+    asset=DAILY_ACTIVITY_SNAPSHOT,
+    name="daily_activity_snapshot__all_metrics_present",
+    blocking=True,
+    description="Every day of the run's range (or, run alone, every day from the first to the last stored one) has "
+    "all five platform metrics stored. Lists the incomplete days and their missing metrics.",
+)
+def all_metrics_present(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    wh = warehouse.get_warehouse()
+    window = _check_window(context, wh)
+    if window is None:
+        return dg.AssetCheckResult(passed=True, metadata={"days_checked": dg.MetadataValue.int(0)})
+    start, end = window
+    stored = wh.read_daily_metrics(start=start, end=end, categories=[CATEGORY])
+    missing = missing_metrics(stored, start=start, end=end)
+    listed = dict(list(sorted(missing.items()))[:MAX_LISTED_DAYS])
+    return dg.AssetCheckResult(
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "window": dg.MetadataValue.text(f"{start}..{end}"),
+            "days_checked": dg.MetadataValue.int((end - start).days + 1),
+            "days_incomplete": dg.MetadataValue.int(len(missing)),
+            "incomplete_days": dg.MetadataValue.text(describe_days(missing)),
+            "missing_metrics": dg.MetadataValue.json(
+                {day.isoformat(): types for day, types in listed.items()}
+            ),
+            "expected_metrics": dg.MetadataValue.json(list(settings.ACTIVITY_METRIC_TYPES)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=DAILY_ACTIVITY_SNAPSHOT,
+    name="daily_activity_snapshot__totals_match_created",
+    blocking=False,
+    description="For posts and comments, total(d) − total(d−1) equals created(d). A difference means rows created "
+    "before d were deleted between the two snapshots; the day's deletions are in the metadata. WARN: deletions "
+    "are normal, the check makes them visible.",
+)
+def totals_match_created(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    wh = warehouse.get_warehouse()
+    window = _check_window(context, wh)
+    if window is None:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"days_checked": dg.MetadataValue.int(0)},
+        )
+    start, end = window
+    stored = wh.read_daily_metrics(start=start - timedelta(days=1), end=end, categories=[CATEGORY])
+    mismatches = totals_mismatches(stored, start=start, end=end)
+    metadata: dict[str, dg.MetadataValue] = {
+        "window": dg.MetadataValue.text(f"{start}..{end}"),
+        "days_checked": dg.MetadataValue.int((end - start).days + 1),
+        "days_mismatched": dg.MetadataValue.int(len({m.day for m in mismatches})),
+        "deletions": dg.MetadataValue.json([m.as_dict() for m in mismatches[:MAX_LISTED_DAYS]]),
+    }
+    for _, total_type, created_type in TABLE_METRICS:
+        if created_type is not None:
+            removed = sum(m.removed for m in mismatches if m.total_type == total_type)
+            metadata[f"removed_{total_type.removesuffix('_total')}"] = dg.MetadataValue.int(removed)
+    return dg.AssetCheckResult(passed=not mismatches, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
+
+
+ACTIVITY_ASSETS = [daily_activity_snapshot]
+ACTIVITY_CHECKS = [all_metrics_present, totals_match_created]
+
+activity_snapshot_job = dg.define_asset_job(
+    "activity_snapshot_job",
+    selection=dg.AssetSelection.assets(daily_activity_snapshot),
+    description="Snapshot the platform's activity (users, posts, comments) for a UTC day or a range of days.",
+)
+#: Shortly after each UTC day ends, that day is snapshotted (and never rewritten later).
+activity_snapshot_schedule = dg.build_schedule_from_partitioned_job(
+    activity_snapshot_job, hour_of_day=0, minute_of_hour=30, default_status=dg.DefaultScheduleStatus.RUNNING
+)

@@ -1,0 +1,126 @@
+"""Warehouse-wide asset checks, the job that runs them, and what triggers it (after collection, and hourly)."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from kpi_platform.clients import Client
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CLIENT_MONTHLY_SUMMARY
+from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.quality.rules import Severity
+from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks
+
+_ASSETS = {"daily": CLIENT_DAILY_KPIS, "monthly": CLIENT_MONTHLY_SUMMARY}
+WAREHOUSE_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        "completeness_meets_target",
+        asset=CLIENT_DAILY_KPIS,
+        description="Share of expected client-days present over the last 7 and 30 days meets each "
+        "client's target (default 99.5 %); idle days count as present. Lists missing dates per client.",
+    ),
+    dg.AssetCheckSpec(
+        "no_split_days",
+        asset=CLIENT_DAILY_KPIS,
+        description="No day with spend but no conversions for a client that normally converts, and no "
+        "conversions without spend (the old system's silent failure).",
+    ),
+    dg.AssetCheckSpec(
+        "quality_score_acceptable",
+        asset=CLIENT_DAILY_KPIS,
+        description="Average quality score (0-100 per client-day: CTR, CPC, spend and clicks within the "
+        "client's thresholds) over the last 30 days is at least 75 for every client.",
+    ),
+    dg.AssetCheckSpec(
+        "no_anomalies",
+        asset=CLIENT_DAILY_KPIS,
+        description="Spend, clicks and conversions within 3σ of the client's trailing 14-day mean.",
+    ),
+    dg.AssetCheckSpec(
+        "campaigns_reconcile_to_totals",
+        asset=CLIENT_DAILY_KPIS,
+        description="Campaign rows sum to the client-day totals (last 30 days).",
+    ),
+    dg.AssetCheckSpec(
+        "fresh_per_client",
+        asset=CLIENT_DAILY_KPIS,
+        description="Every active client has yesterday's data (client's local time) by the deadline "
+        "hour. Partition-aware per client, which Dagster's built-in checks are not for date × client.",
+    ),
+    dg.AssetCheckSpec(
+        "months_equal_sum_of_days",
+        asset=CLIENT_MONTHLY_SUMMARY,
+        description="Each monthly summary equals the sum of its client-day rows.",
+    ),
+]
+
+
+def to_metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
+    """Numbers stay numbers (the UI plots them over time); everything else becomes JSON or text."""
+    out: dict[str, dg.MetadataValue] = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            out[key] = dg.MetadataValue.bool(value)
+        elif isinstance(value, int):
+            out[key] = dg.MetadataValue.int(value)
+        elif isinstance(value, float):
+            out[key] = dg.MetadataValue.float(value)
+        elif isinstance(value, str):
+            out[key] = dg.MetadataValue.text(value)
+        elif value is None:
+            out[key] = dg.MetadataValue.null()
+        else:
+            out[key] = dg.MetadataValue.json(value)
+    return out
+
+
+@dg.multi_asset_check(
+    specs=WAREHOUSE_CHECK_SPECS,
+    name="warehouse_checks",
+    can_subset=True,
+    description="Warehouse-wide quality checks, evaluated after collection and hourly.",
+)
+def warehouse_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    wh = warehouse.get_warehouse()
+    clients = [Client.from_row(row) for row in wh.list_clients(active_only=True)]
+    selected = {key.name for key in context.selected_asset_check_keys}
+    for outcome in evaluate_warehouse_checks(warehouse=wh, clients=clients, now_utc=datetime.now(UTC)):
+        if outcome.name not in selected:
+            continue
+        yield dg.AssetCheckResult(
+            asset_key=_ASSETS[outcome.asset],
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR
+            if outcome.severity == Severity.ERROR
+            else dg.AssetCheckSeverity.WARN,
+            metadata=to_metadata(outcome.metadata),
+        )
+
+
+warehouse_checks_job = dg.define_asset_job(
+    "warehouse_checks_job",
+    selection=dg.AssetSelection.checks(warehouse_checks),
+    description="Evaluate the warehouse-wide quality checks.",
+)
+
+warehouse_checks_schedule = dg.ScheduleDefinition(
+    name="warehouse_checks_schedule",
+    job=warehouse_checks_job,
+    cron_schedule="20 * * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: freshness and completeness change with the clock even when nothing is collected.",
+)
+
+
+@dg.asset_sensor(
+    name="checks_after_collection_sensor",
+    asset_key=CLIENT_DAILY_KPIS,
+    job=warehouse_checks_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Runs the warehouse checks within minutes of new client-day data.",
+)
+def checks_after_collection_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    # One run per tick at most: the sensor only sees the latest materialization since its cursor.
+    return dg.RunRequest(run_key=f"after:{asset_event.run_id}")

@@ -1,0 +1,79 @@
+"""The platform health report as an hourly asset: the markdown table and plottable numbers in its metadata."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.health import HealthReport, build_health_report, clients_from_warehouse
+
+HEALTH_REPORT = dg.AssetKey(["platform", "health_report"])
+
+
+def code_location_check_keys() -> list[dg.AssetCheckKey]:
+    """Every asset check of the code location (`kpi_platform.definitions.defs`), by name."""
+    # Imported here: definitions.py imports this module. The run's own repository is not used because
+    # in-process execution (tests, the quickstart) has none.
+    from kpi_platform.definitions import defs
+
+    return sorted(defs.resolve_asset_graph().asset_check_keys, key=lambda k: k.to_user_string())
+
+
+def health_metadata(report: HealthReport) -> dict[str, dg.MetadataValue]:
+    """`report` (the table), `score` and `status`, then every check's numbers: the UI plots numeric values over
+    materializations, so each number is one series (`failed_checks`, `missing_days_7d`, ...)."""
+    metadata: dict[str, dg.MetadataValue] = {
+        "report": dg.MetadataValue.md(report.to_markdown()),
+        "score": dg.MetadataValue.float(float(report.score)),
+        "status": dg.MetadataValue.text(report.status.value),
+    }
+    for name, value in report.metrics().items():
+        metadata[name] = dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+    return metadata
+
+
+@dg.asset(
+    key=HEALTH_REPORT,
+    group_name="platform",
+    kinds={"python"},
+    owners=["team:data-engineering"],
+)
+def health_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Health of the KPI platform, the same report as `kpi-platform health`: yesterday's collection, missing
+    days (7 / 30 days), split data, hours since each client's last successful collection, failed asset checks,
+    open circuit breakers, runs and backfills in progress; a status (healthy / degraded / unhealthy) and a
+    0–100 score. Grain: one materialization per evaluation (hourly). Materializes whatever the status is: an
+    unhealthy platform is a result, not a failure of this asset.
+    """
+    wh = warehouse.get_warehouse()
+    report = build_health_report(
+        warehouse=wh,
+        instance=context.instance,
+        clients=clients_from_warehouse(wh),
+        now_utc=datetime.now(UTC),
+        check_keys=code_location_check_keys(),
+        exclude_run_id=context.run.run_id,
+    )
+    context.log.info(f"platform {report.status.value}, score {report.score:g}")
+    return dg.MaterializeResult(metadata=health_metadata(report))
+
+
+health_report_job = dg.define_asset_job(
+    "health_report_job",
+    selection=dg.AssetSelection.assets(HEALTH_REPORT),
+    description="Evaluate the platform health report.",
+)
+
+health_report_schedule = dg.ScheduleDefinition(
+    name="health_report_schedule",
+    job=health_report_job,
+    # After the hourly collection (:05) and warehouse checks (:20), so the report judges their results.
+    cron_schedule="40 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly: the health report, plotted in the asset's metadata.",
+)
+
+HEALTH_ASSETS = [health_report]
+HEALTH_JOBS = [health_report_job]
+HEALTH_SCHEDULES = [health_report_schedule]

@@ -1,0 +1,143 @@
+"""Dependency injection and default wiring: the Meta API client, the warehouse and the application database.
+
+Keep asset logic out of here. Configuration comes from the environment at run time (never at import), and the
+access token is read from the environment by name so it never appears in run config or the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import dagster as dg
+import requests
+
+from kpi_platform import settings
+from kpi_platform.activity.source import AppDatabase
+from kpi_platform.meta.client import MetaInsightsClient
+from kpi_platform.meta.simulator import (
+    AccountSpec,
+    FaultConfig,
+    MetaSimulator,
+    SimulatorConfig,
+    mount_simulator,
+)
+from kpi_platform.warehouse import Warehouse
+
+#: The simulator accepts any token; this one is used when no real token is configured.
+SIMULATOR_TOKEN = "simulator-token"
+
+
+class MissingTokenError(RuntimeError):
+    """The real Meta API was configured without an access token."""
+
+
+@lru_cache(maxsize=8)
+def _migrated_warehouse(url: str) -> Warehouse:
+    # One engine per process and URL; migrations are applied once, on first use.
+    warehouse = Warehouse(url)
+    warehouse.migrate()
+    return warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The KPI warehouse. `url` empty means KPI_WAREHOUSE_URL, else the embedded SQLite file."""
+
+    url: str | None = None
+
+    def resolved_url(self) -> str:
+        return self.url or settings.warehouse_url()
+
+    def get_warehouse(self) -> Warehouse:
+        return _migrated_warehouse(self.resolved_url())
+
+
+class AppDatabaseResource(dg.ConfigurableResource):
+    """The application database (profiles, posts, comments), read only. `url` empty means KPI_APP_DB_URL, else
+    the demo SQLite file in the local data folder."""
+
+    url: str | None = None
+
+    def resolved_url(self) -> str:
+        return self.url or settings.app_db_url()
+
+    def get_app_database(self) -> AppDatabase:
+        """A reader for one run; the caller disposes of it."""
+        return AppDatabase(self.resolved_url())
+
+
+class MetaApiResource(dg.ConfigurableResource):
+    """The Meta Marketing API (or the built-in simulator when no API URL is configured)."""
+
+    api_url: str | None = None
+    #: Name of the environment variable holding the access token (the token itself is never config).
+    token_env_var: str = settings.ENV_TOKEN
+    connect_timeout_s: float = settings.HTTP_TIMEOUT[0]
+    read_timeout_s: float = settings.HTTP_TIMEOUT[1]
+    max_attempts: int = settings.MAX_ATTEMPTS
+    #: Faults for the in-process simulator, as FaultConfig fields in JSON (else KPI_SIMULATOR_FAULTS); for demos
+    #: of retries and healing, and for tests.
+    simulator_faults_json: str | None = None
+
+    def resolved_url(self) -> str:
+        return self.api_url or settings.meta_api_url()
+
+    def uses_in_process_simulator(self) -> bool:
+        return self.resolved_url() == settings.SIMULATOR_BASE_URL
+
+    def build_session(self, accounts: Mapping[str, str] | None = None) -> requests.Session:
+        """A session; for the in-process simulator, with the simulator mounted (accounts: ad account → currency)."""
+        session = requests.Session()
+        if self.uses_in_process_simulator():
+            raw = self.simulator_faults_json or os.environ.get(settings.ENV_SIMULATOR_FAULTS)
+            simulator = MetaSimulator(simulator_config(accounts), faults_from_json(raw) if raw else None)
+            mount_simulator(session, simulator)
+        return session
+
+    def get_client(self, *, accounts: Mapping[str, str] | None = None) -> MetaInsightsClient:
+        """A client for one run; `accounts` (ad account id → currency) tells the simulator each account's currency."""
+        token = os.environ.get(self.token_env_var, "")
+        if not token:
+            if not self.uses_in_process_simulator() and "graph.facebook.com" in self.resolved_url():
+                raise MissingTokenError(
+                    f"no Meta access token: set {self.token_env_var} to a system-user token with ads_read "
+                    "(see README, 'Switching to the real Meta API')"
+                )
+            token = SIMULATOR_TOKEN
+        return MetaInsightsClient(
+            base_url=self.resolved_url(),
+            access_token=token,
+            session=self.build_session(accounts),
+            timeout=(self.connect_timeout_s, self.read_timeout_s),
+            max_attempts=self.max_attempts,
+        )
+
+
+def simulator_config(accounts: Mapping[str, str] | None) -> SimulatorConfig:
+    """The simulator knows the registered ad accounts and serves each in its client's currency."""
+    if not accounts:
+        return SimulatorConfig()
+    return SimulatorConfig(accounts={acc: AccountSpec(currency=cur) for acc, cur in accounts.items()})
+
+
+def faults_from_json(raw: str) -> FaultConfig:
+    """FaultConfig from JSON: lists become (code, subcode) tuples; error_rates keys are "17" or "100/1487534"."""
+    data: dict[str, Any] = json.loads(raw)
+    if "scripted_errors" in data:
+        data["scripted_errors"] = tuple(tuple(e) if isinstance(e, list) else e for e in data["scripted_errors"])
+    if "error_rates" in data:
+        rates = {}
+        for key, rate in data["error_rates"].items():
+            code, _, sub = str(key).partition("/")
+            rates[(int(code), int(sub)) if sub else int(code)] = float(rate)
+        data["error_rates"] = rates
+    if isinstance(data.get("fail_page_error"), list):
+        data["fail_page_error"] = tuple(data["fail_page_error"])
+    return FaultConfig(**data)
+
+
+def default_resources() -> dict[str, dg.ConfigurableResource]:
+    return {"meta_api": MetaApiResource(), "warehouse": WarehouseResource(), "app_db": AppDatabaseResource()}

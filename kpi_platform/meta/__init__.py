@@ -1,0 +1,1 @@
+"""Everything about the Meta Marketing API, with no Dagster imports."""

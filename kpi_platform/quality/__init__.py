@@ -1,0 +1,1 @@
+"""Data quality of the KPI frames: pandera contracts (`schemas`) and pure rule functions (`rules`), free of Dagster."""

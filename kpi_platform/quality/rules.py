@@ -1,0 +1,752 @@
+"""Data-quality rules over KPI frames as pure functions, each returning a frozen result with its culprits.
+
+Every result has `.passed`, `.severity` (`Severity.ERROR` for a broken contract, `Severity.WARN` for something
+a person should look at), `.culprits` (dicts naming `client_id`, `kpi_date` as an ISO string, `rule`, `observed`
+and `expected`, plus rule-specific numbers) and `.metadata()`, a dict of plain JSON values whose top-level numbers
+are int or float so they can be plotted. Frames follow the column names of the warehouse tables; `kpi_date` may
+hold `datetime.date` objects, timestamps or ISO strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kpi_platform import settings
+
+#: Additive KPI columns: a client-day total is the sum of its campaign rows, a month the sum of its days.
+SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
+MONEY_COLUMNS: tuple[str, ...] = ("spend", "reservation_value")
+#: Culprits listed in `metadata()`; the result object keeps all of them.
+METADATA_CULPRITS = 20
+
+
+class Severity(StrEnum):
+    """How bad a failed rule is; the orchestration layer maps it to its own severity type."""
+
+    ERROR = "ERROR"
+    WARN = "WARN"
+
+
+# --- shared helpers ---------------------------------------------------------------------------------------------
+
+
+def json_value(value: Any) -> Any:
+    """`value` as a plain JSON value: numpy scalars unwrapped, NaN/inf/NaT as None, dates as ISO strings."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)  # .item() would give nanoseconds as an int
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat() if value.tzinfo or value.time() != time() else value.date().isoformat()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
+def _culprit(*, client_id: Any, kpi_date: Any, rule: str, observed: Any, expected: Any, **extra: Any) -> dict:
+    return json_value(
+        {
+            "client_id": client_id,
+            "kpi_date": kpi_date,
+            "rule": rule,
+            "observed": observed,
+            "expected": expected,
+        }
+        | extra
+    )
+
+
+def _as_datetime(values: pd.Series) -> pd.Series:
+    """Dates of any accepted form as tz-naive datetime64 at midnight (NaT where unreadable)."""
+    out = pd.to_datetime(values, errors="coerce")
+    if isinstance(out.dtype, pd.DatetimeTZDtype):
+        out = out.dt.tz_localize(None)
+    return out.dt.normalize()
+
+
+def _round(value: float, digits: int = 4) -> float | None:
+    return round(float(value), digits) if value is not None and math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """What every rule returns; subclasses add the rule's own numbers."""
+
+    passed: bool
+    severity: Severity
+    culprits: list[dict[str, Any]]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "severity": self.severity.value,
+            "n_culprits": len(self.culprits),
+            "culprits": self.culprits[:METADATA_CULPRITS],
+        }
+
+
+# --- 1. completeness --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindowCompleteness:
+    """One client over one window of complete days `[start, end]` (`end` is the day before `today`)."""
+
+    client_id: str
+    window_days: int
+    start: date
+    end: date
+    expected_days: int
+    present_days: int
+    share_pct: float
+    target_pct: float
+    missing_dates: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        # Shares are compared as fractions of days; the epsilon keeps 199/200 == 99.5 % from failing on rounding.
+        return self.share_pct + 1e-9 >= self.target_pct
+
+
+@dataclass(frozen=True)
+class CompletenessResult(RuleResult):
+    today: date
+    windows: tuple[int, ...]
+    per_client: list[WindowCompleteness]
+
+    def overall_pct(self, window_days: int) -> float:
+        """Present days over expected days of all clients in one window, in percent (100 when nothing is expected)."""
+        rows = [w for w in self.per_client if w.window_days == window_days]
+        expected = sum(w.expected_days for w in rows)
+        present = sum(w.present_days for w in rows)
+        return round(100.0 * present / expected, 4) if expected else 100.0
+
+    def metadata(self) -> dict[str, Any]:
+        per_client: dict[str, dict[str, Any]] = {}
+        for w in self.per_client:
+            entry = per_client.setdefault(w.client_id, {})
+            entry[f"completeness_{w.window_days}d_pct"] = w.share_pct
+            entry[f"missing_days_{w.window_days}d"] = len(w.missing_dates)
+        overall = {f"completeness_{n}d_pct": self.overall_pct(n) for n in self.windows}
+        missing = {
+            f"missing_days_{n}d": sum(len(w.missing_dates) for w in self.per_client if w.window_days == n)
+            for n in self.windows
+        }
+        failing = sorted({w.client_id for w in self.per_client if not w.passed})
+        return {
+            **super().metadata(),
+            **overall,
+            **missing,
+            "today": self.today.isoformat(),
+            "n_clients": len(per_client),
+            "n_clients_below_target": len(failing),
+            "clients_below_target": failing,
+            "per_client": per_client,
+        }
+
+
+def _as_date(value: date) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def completeness(
+    present: Mapping[str, set[date]],
+    *,
+    clients: Mapping[str, float],
+    today: date,
+    windows: Iterable[int] = (7, 30),
+    first_day: Mapping[str, date] | None = None,
+) -> CompletenessResult:
+    """Share of the last `windows` complete days (the days before `today`) each client has rows for.
+
+    `present` maps client_id → the days with a client-day row (idle days are rows, so they count). `clients`
+    maps each client to check → its target share (a fraction, e.g. 0.995); clients of `present` not in
+    `clients` are ignored. A client's window starts no earlier than its `first_day`, if given; a window with
+    no expected day is 100 %. Passes when every client meets its target in every window. Severity ERROR.
+    Culprits: one per client × window below target, `kpi_date` being the earliest missing day.
+    """
+    windows = tuple(sorted({int(n) for n in windows}))
+    today = _as_date(today)
+    first_day = first_day or {}
+    per_client: list[WindowCompleteness] = []
+    culprits: list[dict[str, Any]] = []
+    for client_id, target in clients.items():
+        days = present.get(client_id) or set()
+        if any(isinstance(d, datetime) for d in days):
+            days = {_as_date(d) for d in days}
+        for n in windows:
+            end = today - timedelta(days=1)
+            start = today - timedelta(days=n)
+            if client_id in first_day:
+                start = max(start, _as_date(first_day[client_id]))
+            expected = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+            missing = tuple(d.isoformat() for d in expected if d not in days)
+            n_expected = len(expected)
+            n_present = n_expected - len(missing)
+            window = WindowCompleteness(
+                client_id=client_id,
+                window_days=n,
+                start=start,
+                end=end,
+                expected_days=n_expected,
+                present_days=n_present,
+                share_pct=round(100.0 * n_present / n_expected, 4) if n_expected else 100.0,
+                target_pct=round(100.0 * float(target), 4),
+                missing_dates=missing,
+            )
+            per_client.append(window)
+            if not window.passed:
+                culprits.append(
+                    _culprit(
+                        client_id=client_id,
+                        kpi_date=missing[0],
+                        rule=f"completeness_{n}d",
+                        observed=window.share_pct,
+                        expected=window.target_pct,
+                        present_days=n_present,
+                        expected_days=n_expected,
+                        missing_dates=list(missing),
+                    )
+                )
+    return CompletenessResult(
+        passed=not culprits,
+        severity=Severity.ERROR,
+        culprits=culprits,
+        today=today,
+        windows=windows,
+        per_client=per_client,
+    )
+
+
+# --- 2. split days ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitResult(RuleResult):
+    days_checked: int
+    spend_without_conversions: int
+    conversions_without_spend: int
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "days_checked": self.days_checked,
+            "n_split_days": self.spend_without_conversions + self.conversions_without_spend,
+            "n_spend_without_conversions": self.spend_without_conversions,
+            "n_conversions_without_spend": self.conversions_without_spend,
+            "n_clients_affected": len({c["client_id"] for c in self.culprits}),
+        }
+
+
+def conversion_counts(days: pd.DataFrame) -> pd.Series:
+    """Conversions per row: the sum of the conversion count columns (money columns excluded)."""
+    return days[list(settings.CONVERSION_COUNT_COLUMNS)].sum(axis=1)
+
+
+def split_days(
+    days: pd.DataFrame, *, min_converting_share: float = 0.5, min_expected_conversions: float = 5.0
+) -> SplitResult:
+    """Client-days where spend and conversions disagree: spend without conversions, or conversions without spend.
+
+    `days` has one row per client × day. A day with spend > 0 and no conversions is a culprit only when the
+    client normally converts (at least `min_converting_share` of its spend days in `days` have conversions) and
+    the day's spend should have bought at least `min_expected_conversions` (spend × the client's conversions per
+    unit of spend on its converting days; `expected`). With a Poisson count, 5 expected conversions leave a
+    0.7 % chance of a genuine zero, so a small-spend day without conversions is not flagged, while a normal
+    day saved without its conversions is. A day with conversions but zero spend is always a culprit
+    (`expected` 0). Conversions are the count columns (settings.CONVERSION_COUNT_COLUMNS). Severity ERROR.
+    """
+    days = days.reset_index(drop=True)  # label lookups below must not meet a duplicated index
+    conversions = conversion_counts(days)
+    spend = days["spend"].astype("float64")
+    client = days["client_id"]
+    spend_day = spend > 0
+    converting = spend_day & (conversions > 0)
+    spend_days = spend_day.groupby(client).transform("sum")
+    converting_days = converting.groupby(client).transform("sum")
+    converting_share = (converting_days / spend_days.where(spend_days > 0)).fillna(0.0)
+    normally_converts = (spend_days > 0) & (converting_share >= min_converting_share)
+    converting_spend = spend.where(converting, 0.0).groupby(client).transform("sum")
+    converting_conversions = conversions.where(converting, 0).groupby(client).transform("sum")
+    rate = (converting_conversions / converting_spend.where(converting_spend > 0)).fillna(0.0)
+    typical = spend * rate
+
+    no_conversions = spend_day & (conversions == 0) & normally_converts & (typical >= min_expected_conversions)
+    no_spend = ~spend_day & (conversions > 0)
+    dates = _as_datetime(days["kpi_date"])
+    culprits: list[dict[str, Any]] = []
+    for i in days.index[no_conversions | no_spend]:
+        if no_conversions[i]:
+            culprits.append(
+                _culprit(
+                    client_id=client[i],
+                    kpi_date=dates[i],
+                    rule="spend_without_conversions",
+                    observed=int(conversions[i]),
+                    expected=_round(float(typical[i]), 2),
+                    spend=_round(spend[i], 2),
+                    client_converting_share_pct=_round(100 * converting_share[i], 2),
+                )
+            )
+        else:
+            culprits.append(
+                _culprit(
+                    client_id=client[i],
+                    kpi_date=dates[i],
+                    rule="conversions_without_spend",
+                    observed=int(conversions[i]),
+                    expected=0,
+                    spend=_round(spend[i], 2),
+                )
+            )
+    culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or ""))
+    return SplitResult(
+        passed=not culprits,
+        severity=Severity.ERROR,
+        culprits=culprits,
+        days_checked=len(days),
+        spend_without_conversions=int(no_conversions.sum()),
+        conversions_without_spend=int(no_spend.sum()),
+    )
+
+
+# --- 3. quality score -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Plausible ranges for one client's days. A `None` maximum means "within PLAUSIBLE_MEDIAN_FACTOR × the
+    client's median over the scored frame" (median of its days with spend, resp. clicks)."""
+
+    ctr_pct_min: float = 0.1
+    ctr_pct_max: float = 10.0
+    cpc_min: float = 0.10
+    cpc_max: float = 50.0
+    max_daily_spend: float | None = None
+    max_daily_clicks: float | None = None
+
+
+PLAUSIBLE_MEDIAN_FACTOR = 5.0
+#: Points deducted from 100 per violated rule; all four violated gives 0.
+SCORE_DEDUCTIONS: dict[str, float] = {
+    "ctr_out_of_range": 25.0,
+    "cpc_out_of_range": 25.0,
+    "spend_implausible": 25.0,
+    "clicks_implausible": 25.0,
+}
+
+
+def _idle(days: pd.DataFrame) -> pd.Series:
+    if "delivery" in days.columns:
+        return days["delivery"] == "idle"
+    return (days["spend"] == 0) & (days["impressions"] == 0)
+
+
+def quality_violations(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.DataFrame:
+    """One boolean column per SCORE_DEDUCTIONS rule, aligned to `days.index`; idle days violate nothing.
+
+    CTR and CPC are recomputed from clicks, impressions and spend, so a stored ratio cannot hide a problem;
+    a ratio without a denominator (no impressions, no clicks) is not judged. Clients missing from
+    `thresholds` get `Thresholds()`.
+    """
+    original_index = days.index
+    days = days.reset_index(drop=True)  # groupby-transform aligns on the index, which may repeat
+    client = days["client_id"]
+    known = pd.DataFrame(
+        [asdict(thresholds.get(c, Thresholds())) for c in client.unique()],
+        index=client.unique(),
+        dtype="float64",
+    )
+    limits = known.reindex(client.to_numpy())
+    limits.index = days.index
+    spend = days["spend"].astype("float64")
+    clicks = days["clicks"].astype("float64")
+    impressions = days["impressions"].astype("float64")
+    ctr = clicks / impressions.where(impressions > 0) * 100
+    cpc = spend / clicks.where(clicks > 0)
+    median_spend = spend.where(spend > 0).groupby(client).transform("median")
+    median_clicks = clicks.where(clicks > 0).groupby(client).transform("median")
+    max_spend = limits["max_daily_spend"].fillna(PLAUSIBLE_MEDIAN_FACTOR * median_spend)
+    max_clicks = limits["max_daily_clicks"].fillna(PLAUSIBLE_MEDIAN_FACTOR * median_clicks)
+    active = ~_idle(days)
+    flags = pd.DataFrame(
+        {
+            "ctr_out_of_range": (ctr < limits["ctr_pct_min"]) | (ctr > limits["ctr_pct_max"]),
+            "cpc_out_of_range": (cpc < limits["cpc_min"]) | (cpc > limits["cpc_max"]),
+            "spend_implausible": spend > max_spend,
+            "clicks_implausible": clicks > max_clicks,
+        },
+        index=days.index,
+    )
+    # Comparisons with NaN (no denominator, no median) are False, so undefined values never deduct.
+    flags = flags & active.to_numpy()[:, None]
+    flags.index = original_index
+    return flags
+
+
+def quality_scores(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.Series:
+    """A 0–100 plausibility score per client-day, aligned to `days.index`.
+
+    Scoring: start at 100 and deduct SCORE_DEDUCTIONS points for each violated rule of `quality_violations`
+    (CTR outside [ctr_pct_min, ctr_pct_max], CPC outside [cpc_min, cpc_max], spend above max_daily_spend,
+    clicks above max_daily_clicks); idle days score 100; the score never goes below 0.
+    """
+    flags = quality_violations(days, thresholds)
+    deduction = flags.astype("float64").mul(pd.Series(SCORE_DEDUCTIONS)).sum(axis=1)
+    return (100.0 - deduction).clip(lower=0.0).rename("quality_score")
+
+
+def quality_summary(days: pd.DataFrame, scores: pd.Series) -> dict[str, Any]:
+    """Average score overall and per client, the lowest client, and the number of days below 100 (JSON values)."""
+    per_client = scores.groupby(days["client_id"].to_numpy()).mean().round(2)
+    lowest = per_client.idxmin() if len(per_client) else None
+    return {
+        "quality_score_mean": _round(scores.mean(), 2) if len(scores) else 100.0,
+        "days_below_100": int((scores < 100).sum()),
+        "lowest_client": lowest,
+        "lowest_client_score": float(per_client[lowest]) if lowest is not None else None,
+        "per_client": {str(c): float(v) for c, v in per_client.items()},
+    }
+
+
+# --- 4. anomalies -----------------------------------------------------------------------------------------------
+
+ANOMALY_METRICS: tuple[str, ...] = ("spend", "clicks", "conversions")
+
+
+@dataclass(frozen=True)
+class AnomalyResult(RuleResult):
+    days_checked: int
+    window: int
+    sigma: float
+    per_metric: dict[str, int]
+
+    def metadata(self) -> dict[str, Any]:
+        zs = [abs(c["z"]) for c in self.culprits]
+        return {
+            **super().metadata(),
+            "days_checked": self.days_checked,
+            "n_anomalies": len(self.culprits),
+            **{f"n_{metric}_anomalies": n for metric, n in self.per_metric.items()},
+            "n_clients_affected": len({c["client_id"] for c in self.culprits}),
+            "max_abs_z": max(zs) if zs else 0.0,
+            "window_days": self.window,
+            "sigma": self.sigma,
+        }
+
+
+def anomalies(
+    days: pd.DataFrame, *, window: int = 14, sigma: float = 3.0, min_history: int = 7
+) -> AnomalyResult:
+    """Client-days whose spend, clicks or conversions lie more than `sigma` standard deviations from the
+    client's trailing mean.
+
+    The history of a day is the client's rows of the `window` calendar days before it (the day itself
+    excluded); a day with fewer than `min_history` such rows is not judged. A history without spread
+    (std 0, e.g. a fixed budget or a client that never converts) has nothing to measure against, so its
+    days are not flagged. Culprits carry observed, mean (= expected), std and z. Severity WARN.
+    """
+    work = pd.DataFrame(
+        {
+            "client_id": days["client_id"].to_numpy(),
+            "ts": _as_datetime(days["kpi_date"]).to_numpy(),
+            "spend": days["spend"].astype("float64").to_numpy(),
+            "clicks": days["clicks"].astype("float64").to_numpy(),
+            "conversions": conversion_counts(days).astype("float64").to_numpy(),
+        }
+    )
+    work = work[work["ts"].notna()].sort_values(["client_id", "ts"], kind="stable")
+    metrics = list(ANOMALY_METRICS)
+    rolling = (
+        work.set_index("ts")
+        .groupby("client_id", sort=True)[metrics]
+        .rolling(f"{window}D", closed="left", min_periods=min_history)
+    )
+    # Groups come out in key order, rows in date order: the same order as `work`.
+    mean = rolling.mean().to_numpy()
+    std = rolling.std().to_numpy()
+    observed = work[metrics].to_numpy()
+    # Rolling sums leave rounding residue where the history is constant; treat that as no spread.
+    has_spread = std > 1e-9 * (np.abs(mean) + 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(has_spread, (observed - mean) / np.where(has_spread, std, 1.0), np.nan)
+    flagged = np.abs(z) > sigma  # NaN compares False
+    culprits: list[dict[str, Any]] = []
+    rows, cols = np.nonzero(flagged)
+    clients = work["client_id"].to_numpy()
+    stamps = work["ts"].to_numpy()
+    for r, c in zip(rows, cols, strict=True):
+        metric = metrics[c]
+        culprits.append(
+            _culprit(
+                client_id=clients[r],
+                kpi_date=pd.Timestamp(stamps[r]).date(),
+                rule=f"{metric}_anomaly",
+                observed=_round(observed[r, c], 2),
+                expected=_round(mean[r, c], 4),
+                metric=metric,
+                mean=_round(mean[r, c], 4),
+                std=_round(std[r, c], 4),
+                z=_round(z[r, c], 2),
+            )
+        )
+    culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"], c["rule"]))
+    return AnomalyResult(
+        passed=not culprits,
+        severity=Severity.WARN,
+        culprits=culprits,
+        days_checked=int((~np.isnan(mean[:, 0])).sum()) if len(work) else 0,
+        window=window,
+        sigma=float(sigma),
+        per_metric={metric: int(flagged[:, i].sum()) for i, metric in enumerate(metrics)},
+    )
+
+
+# --- 5. reconciliation ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReconciliationResult(RuleResult):
+    rows_checked: int
+    mismatches_by_column: dict[str, int]
+    max_abs_diff: dict[str, float]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "rows_checked": self.rows_checked,
+            "n_mismatches": len(self.culprits),
+            **{f"n_{column}_mismatches": n for column, n in self.mismatches_by_column.items()},
+            "max_abs_diff": self.max_abs_diff,
+        }
+
+
+def _compare(
+    merged: pd.DataFrame,
+    *,
+    columns: Iterable[str],
+    rule: str,
+    date_column: str,
+    money_tolerance: float,
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, float]]:
+    """Compare `<column>_obs` with `<column>_exp` in `merged`: money within `money_tolerance`, counts exactly."""
+    culprits: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    max_diff: dict[str, float] = {}
+    for column in columns:
+        obs = merged[f"{column}_obs"].astype("float64")
+        exp = merged[f"{column}_exp"].astype("float64")
+        tolerance = money_tolerance if column in MONEY_COLUMNS else 0.0
+        diff = (obs - exp).abs()
+        bad = ~(diff <= tolerance + 1e-9 * exp.abs())
+        counts[column] = int(bad.sum())
+        max_diff[column] = _round(diff.max(), 4) if diff.notna().any() else 0.0
+        for i in merged.index[bad]:
+            culprits.append(
+                _culprit(
+                    client_id=merged.at[i, "client_id"],
+                    kpi_date=merged.at[i, date_column],
+                    rule=rule,
+                    observed=obs[i],
+                    expected=exp[i],
+                    column=column,
+                    difference=_round(obs[i] - exp[i], 4),
+                )
+            )
+    return culprits, counts, max_diff
+
+
+def reconcile_campaigns(
+    campaigns: pd.DataFrame, days: pd.DataFrame, *, money_tolerance: float = 0.01
+) -> ReconciliationResult:
+    """Client-day totals (`observed`) against their campaign rows summed (`expected`), per additive column.
+
+    Also compares `campaign_count` with the distinct campaigns when `days` has it. A client-day without
+    campaign rows is expected to be all zeros (an idle day); campaign rows without a client-day row give a
+    culprit with column "row" (observed 0 rows, expected 1). Money may differ by `money_tolerance`, counts
+    not at all. Severity ERROR.
+    """
+    columns = [c for c in SUM_COLUMNS if c in campaigns.columns and c in days.columns]
+    key = ["client_id", "kpi_date"]
+    camp = campaigns.assign(kpi_date=_as_datetime(campaigns["kpi_date"]))
+    expected = camp.groupby(key, sort=False)[columns].sum()
+    if "campaign_count" in days.columns:
+        expected["campaign_count"] = camp.groupby(key, sort=False)["campaign_id"].nunique()
+        columns.append("campaign_count")
+    observed = days.assign(kpi_date=_as_datetime(days["kpi_date"])).set_index(key)[columns]
+    merged = observed.add_suffix("_obs").join(expected.add_suffix("_exp"), how="outer")
+    only_campaigns = merged[[f"{c}_obs" for c in columns]].isna().all(axis=1)
+    merged = merged.reset_index()
+    merged.loc[:, [f"{c}_exp" for c in columns]] = merged[[f"{c}_exp" for c in columns]].fillna(0)
+    culprits = [
+        _culprit(
+            client_id=row.client_id,
+            kpi_date=row.kpi_date,
+            rule="campaigns_reconcile",
+            observed=0,
+            expected=1,
+            column="row",
+        )
+        for row in merged[only_campaigns.to_numpy()].itertuples()
+    ]
+    compared, counts, max_diff = _compare(
+        merged[~only_campaigns.to_numpy()],
+        columns=columns,
+        rule="campaigns_reconcile",
+        date_column="kpi_date",
+        money_tolerance=money_tolerance,
+    )
+    culprits.extend(compared)
+    culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or "", c["column"]))
+    return ReconciliationResult(
+        passed=not culprits,
+        severity=Severity.ERROR,
+        culprits=culprits,
+        rows_checked=len(merged),
+        mismatches_by_column={"row": int(only_campaigns.sum()), **counts},
+        max_abs_diff=max_diff,
+    )
+
+
+def reconcile_months(
+    months: pd.DataFrame, days: pd.DataFrame, *, money_tolerance: float = 0.01
+) -> ReconciliationResult:
+    """Each monthly row (`observed`) against the sum of its client-day rows (`expected`).
+
+    Compares the additive columns and, when `months` has them, `days_present` (rows in the month) and
+    `idle_days` (rows with delivery 'idle'). A month without any day in `days` is expected to be all zeros.
+    Culprits name the month's first day as `kpi_date`. Severity ERROR.
+    """
+    key = ["client_id", "month"]
+    day_dates = _as_datetime(days["kpi_date"])
+    work = days.assign(month=day_dates - pd.to_timedelta(day_dates.dt.day - 1, unit="D"))
+    columns = [c for c in SUM_COLUMNS if c in months.columns and c in days.columns]
+    grouped = work.groupby(key, sort=False)
+    expected = grouped[columns].sum()
+    if "days_present" in months.columns:
+        expected["days_present"] = grouped.size()
+        columns.append("days_present")
+    if "idle_days" in months.columns and "delivery" in days.columns:
+        expected["idle_days"] = (work["delivery"] == "idle").groupby([work["client_id"], work["month"]]).sum()
+        columns.append("idle_days")
+    observed = months.assign(month=_as_datetime(months["month"])).set_index(key)[columns]
+    merged = observed.add_suffix("_obs").join(expected.add_suffix("_exp"), how="left").reset_index()
+    merged.loc[:, [f"{c}_exp" for c in columns]] = merged[[f"{c}_exp" for c in columns]].fillna(0)
+    culprits, counts, max_diff = _compare(
+        merged, columns=columns, rule="months_reconcile", date_column="month", money_tolerance=money_tolerance
+    )
+    culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or "", c["column"]))
+    return ReconciliationResult(
+        passed=not culprits,
+        severity=Severity.ERROR,
+        culprits=culprits,
+        rows_checked=len(merged),
+        mismatches_by_column=counts,
+        max_abs_diff=max_diff,
+    )
+
+
+# --- 6. freshness -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FreshnessResult(RuleResult):
+    clients_checked: int
+    late_clients: tuple[str, ...]
+    deadline_hour: int
+
+    def metadata(self) -> dict[str, Any]:
+        hours = [c["hours_late"] for c in self.culprits]
+        checked = self.clients_checked
+        return {
+            **super().metadata(),
+            "n_active_clients": checked,
+            "n_late_clients": len(self.late_clients),
+            "fresh_pct": round(100.0 * (checked - len(self.late_clients)) / checked, 2) if checked else 100.0,
+            "max_hours_late": max(hours) if hours else 0.0,
+            "late_clients": list(self.late_clients),
+            "deadline_hour": self.deadline_hour,
+        }
+
+
+def required_day(now_local: datetime, *, deadline_hour: int) -> date:
+    """The latest day a client must have at `now_local`: yesterday from the deadline hour on, else the day before."""
+    today = now_local.date()
+    return today - timedelta(days=1 if now_local.hour >= deadline_hour else 2)
+
+
+def _hours_between(earlier: datetime, later: datetime) -> float:
+    # Aware datetimes sharing a tzinfo subtract as wall-clock times; UTC makes a DST night count its real hours.
+    if later.tzinfo is not None:
+        earlier, later = earlier.astimezone(UTC), later.astimezone(UTC)
+    return (later - earlier).total_seconds() / 3600.0
+
+
+def freshness(
+    last_day_by_client: Mapping[str, date | None],
+    *,
+    active_clients: Iterable[str],
+    now_by_client: Mapping[str, datetime],
+    deadline_hour: int = 9,
+) -> FreshnessResult:
+    """Every active client has the day `required_day` asks for, judged in the client's local time.
+
+    Day D is due at `deadline_hour` on D + 1 (local): from 09:00 yesterday's data is required, before it the
+    day before yesterday is enough. A late client's culprit has `observed` = its last day (None if it has
+    none), `expected` = the required day, `hours_late` since its oldest missing day fell due and
+    `days_behind`. Clients not in `active_clients` are ignored. Severity WARN, as Dagster's own freshness
+    checks: late data is a delay to act on, not a broken contract.
+    """
+    active = sorted(set(active_clients))
+    unknown = [c for c in active if c not in now_by_client]
+    if unknown:
+        raise ValueError(f"freshness: no local time given for active clients {unknown}")
+    culprits: list[dict[str, Any]] = []
+    for client_id in active:
+        now = now_by_client[client_id]
+        required = required_day(now, deadline_hour=deadline_hour)
+        last = last_day_by_client.get(client_id)
+        last = _as_date(last) if last is not None else None
+        if last is not None and last >= required:
+            continue
+        oldest_missing = last + timedelta(days=1) if last is not None else required
+        due = datetime.combine(oldest_missing + timedelta(days=1), time(deadline_hour), tzinfo=now.tzinfo)
+        culprits.append(
+            _culprit(
+                client_id=client_id,
+                kpi_date=required,
+                rule="freshness",
+                observed=last,
+                expected=required,
+                hours_late=round(_hours_between(due, now), 2),
+                days_behind=(required - last).days if last is not None else None,
+            )
+        )
+    return FreshnessResult(
+        passed=not culprits,
+        severity=Severity.WARN,
+        culprits=culprits,
+        clients_checked=len(active),
+        late_clients=tuple(c["client_id"] for c in culprits),
+        deadline_hour=deadline_hour,
+    )

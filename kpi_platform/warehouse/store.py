@@ -1,0 +1,1073 @@
+"""Reads and writes of the KPI warehouse: engine setup, migrations, the client registry and range writes.
+
+Every write is one transaction. A client × date-range write deletes the range and inserts the new rows, so a
+re-run leaves identical rows and a failure leaves the previous ones. Frames are checked before the database is
+touched; on PostgreSQL rows are loaded with COPY inside the same transaction.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from kpi_platform import settings
+from kpi_platform.warehouse import schema
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Attempts of a SQLite migration that still finds the database locked after the busy timeout.
+MIGRATE_ATTEMPTS = 5
+WAL_SWITCH_ATTEMPTS = 20
+#: PostgreSQL advisory lock keys (arbitrary, fixed): one serialises migrations, one client registry syncs.
+PG_MIGRATION_LOCK_KEY = 7_390_001
+PG_CLIENTS_LOCK_KEY = 7_390_002
+PG_METRICS_LOCK_KEY = 7_390_003
+#: NULL marker of the COPY CSV stream; an unquoted empty field then stays an empty string.
+COPY_NULL = r"\N"
+VERSION_TABLE = "alembic_version"
+#: Rows rendered per CSV chunk and characters handed to psycopg2 per read during COPY.
+COPY_CHUNK_ROWS = 1_000
+COPY_READ_SIZE = 1 << 20
+#: SQLSTATE of PostgreSQL's "permission denied".
+PG_INSUFFICIENT_PRIVILEGE = "42501"
+#: Connection execution option naming the SQLite BEGIN mode (DEFERRED or IMMEDIATE).
+_SQLITE_BEGIN_OPTION = "kpi_sqlite_begin"
+
+SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
+CLIENT_FIELDS: tuple[str, ...] = ("name", "ad_account_id", "currency", "timezone", "active", "settings")
+
+
+class MigrationNotAllowedError(RuntimeError):
+    """The warehouse is behind the packaged schema and the connected role may not change the schema."""
+
+
+@dataclass(frozen=True)
+class WriteStats:
+    """Rows written by one range replacement and the seconds its transaction took."""
+
+    campaign_rows: int
+    day_rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MetricReplacement:
+    """A stored daily metric replaced by a forced correction: old and new value."""
+
+    metric_date: date
+    metric_type: str
+    metric_category: str
+    old_value: float
+    new_value: float
+
+
+MetricKey = tuple[date, str, str]
+
+
+@dataclass(frozen=True)
+class MetricWrite:
+    """What `record_daily_metrics` did per (metric_date, metric_type, metric_category) key."""
+
+    inserted: tuple[MetricKey, ...]
+    #: Keys already stored and left unchanged (the snapshot is immutable).
+    kept: tuple[MetricKey, ...]
+    #: Keys already stored and replaced because `force` was given.
+    replaced: tuple[MetricReplacement, ...]
+
+    @property
+    def days_recorded(self) -> tuple[date, ...]:
+        """Days with at least one row written (inserted or replaced)."""
+        return tuple(sorted({k[0] for k in self.inserted} | {r.metric_date for r in self.replaced}))
+
+    @property
+    def days_already_recorded(self) -> tuple[date, ...]:
+        """Days of which nothing was written because every given metric was already stored."""
+        written = set(self.days_recorded)
+        return tuple(sorted({k[0] for k in self.kept} - written))
+
+
+@dataclass(frozen=True)
+class ClientSync:
+    """Client ids inserted, changed, and found identical by `upsert_clients`."""
+
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    unchanged: tuple[str, ...]
+
+
+# --- Engine and migrations --------------------------------------------------------------------------------------
+
+
+def make_engine(url: str | sa.URL) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL warehouse URL.
+
+    SQLite: the parent folder is created; WAL, foreign keys and a busy timeout are enabled on every connection,
+    because several run processes write to the same file. PostgreSQL: always psycopg2 (COPY needs it), with
+    pre-ping so connections dropped by the server are replaced.
+    """
+    parsed = sa.make_url(url)
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend == "sqlite":
+        engine = _sqlite_engine(parsed)
+    elif backend in ("postgresql", "postgres"):
+        engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg2"), pool_pre_ping=True)
+    else:
+        raise ValueError(
+            f"unsupported warehouse URL {parsed.render_as_string(hide_password=True)}: "
+            "use sqlite:///<path> or postgresql://user@host/db"
+        )
+    logger.debug("warehouse engine for %s", engine.url.render_as_string(hide_password=True))
+    return engine
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # pysqlite's own implicit BEGIN skips DDL and cannot take the write lock up front; BEGIN is emitted below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # synchronous=NORMAL is crash-safe in WAL mode; only a power loss can drop the last commits.
+            for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON", "synchronous=NORMAL"):
+                cursor.execute(f"PRAGMA {pragma}")
+            _enable_wal(cursor)
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _enable_wal(cursor) -> None:
+    """Switch the file to WAL (persistent, so usually already on).
+
+    The switch needs an exclusive lock and fails at once, without the busy handler, while another connection
+    is switching a new file at the same moment; hence the short retry.
+    """
+    for attempt in range(1, WAL_SWITCH_ATTEMPTS + 1):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+
+
+def alembic_config(*, connection: sa.Connection | None = None, url: str | None = None) -> Config:
+    """Alembic configuration of the packaged migrations; no alembic.ini is involved.
+
+    With `connection`, migrations run on it inside the caller's transaction; otherwise on `url`
+    (or KPI_WAREHOUSE_URL / the embedded SQLite file).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def head_revision() -> str:
+    """The newest migration revision shipped with the package."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def _is_sqlite_locked(exc: sa.exc.OperationalError) -> bool:
+    return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
+
+
+# --- Frame checks and conversions ------------------------------------------------------------------------------
+
+
+def _is_integer(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.Integer)
+
+
+def _is_number(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.Numeric | sa.Float) or _is_integer(column)
+
+
+def _is_timestamp(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.DateTime)
+
+
+def _is_date(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.Date) and not _is_timestamp(column)
+
+
+def _describe_row(frame: pd.DataFrame, table: sa.Table, position: int) -> str:
+    row = frame.iloc[position]
+    label = frame.index[position]
+    keys = ", ".join(
+        f"{c.name}={row[c.name]!r}" for c in table.primary_key.columns if c.name in frame.columns
+    )
+    return f"row {label!r} ({keys})"
+
+
+def _first(mask: pd.Series | np.ndarray) -> int | None:
+    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(hits[0]) if len(hits) else None
+
+
+#: Dates pandas can hold as timestamps; `_to_dates` refuses others, so its shortcut only takes dates inside.
+_TIMESTAMP_DATES = (pd.Timestamp.min.date() + timedelta(days=1), pd.Timestamp.max.date() - timedelta(days=1))
+
+
+def _to_dates(values: pd.Series, what: str) -> pd.Series:
+    items = values.to_numpy(dtype=object)
+    if len(items) and set(map(type, items)) == {date}:
+        # Already plain dates (the collection path's case): the round trip through timestamps would give them back
+        # unchanged, so only its refusal of dates outside the timestamp range remains to be kept.
+        if _TIMESTAMP_DATES[0] <= min(items) and max(items) <= _TIMESTAMP_DATES[1]:
+            return pd.Series(items, index=values.index, dtype=object)
+    try:
+        parsed = pd.to_datetime(values, errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what}: not a date ({exc})") from None
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return pd.Series(parsed.dt.date, index=values.index, dtype=object)
+
+
+def _prepare_frame(
+    frame: pd.DataFrame, table: sa.Table, *, name: str, client_id: str, start: date, end: date
+) -> pd.DataFrame:
+    """Check a frame against its table and the range being replaced; return it with table-typed columns.
+
+    Raises ValueError naming the first offending row: a row of another client or outside [start, end], a
+    missing or unknown column, NULL in a required column, a non-finite number, a fractional count or a
+    duplicate primary key.
+    """
+    if frame is None or len(frame) == 0:
+        return pd.DataFrame(
+            columns=[c.name for c in table.columns if c.name in getattr(frame, "columns", ())]
+        )
+    unknown = [c for c in frame.columns if c not in table.columns]
+    if unknown:
+        raise ValueError(
+            f"{name}: columns {unknown} are not in table {table.name} ({list(table.columns.keys())})"
+        )
+    missing = [c.name for c in table.columns if not c.nullable and c.name not in frame.columns]
+    if missing:
+        raise ValueError(f"{name}: required columns {missing} of table {table.name} are missing")
+    out = frame[[c.name for c in table.columns if c.name in frame.columns]].copy()
+
+    for column in table.columns:
+        if column.name not in out.columns:
+            continue
+        if not column.nullable:
+            position = _first(out[column.name].isna())
+            if position is not None:
+                raise ValueError(
+                    f"{name} {_describe_row(out, table, position)}: {column.name} is required, got NULL/NaN"
+                )
+
+    out["kpi_date"] = _to_dates(out["kpi_date"], f"{name}.kpi_date")
+    position = _first(out["client_id"] != client_id)
+    if position is not None:
+        raise ValueError(
+            f"{name} {_describe_row(out, table, position)}: client_id {out['client_id'].iloc[position]!r} "
+            f"is not {client_id!r}; one range write holds one client"
+        )
+    position = _first((out["kpi_date"] < start) | (out["kpi_date"] > end))
+    if position is not None:
+        raise ValueError(
+            f"{name} {_describe_row(out, table, position)}: kpi_date {out['kpi_date'].iloc[position]} "
+            f"is outside the range being replaced [{start}, {end}]"
+        )
+    position = _first(out.duplicated([c.name for c in table.primary_key.columns]))
+    if position is not None:
+        raise ValueError(f"{name} {_describe_row(out, table, position)}: duplicate primary key")
+
+    for column in table.columns:
+        if column.name not in out.columns:
+            continue
+        values = out[column.name]
+        if _is_number(column):
+            try:
+                numbers = pd.to_numeric(values, errors="raise").astype("float64")
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{name}.{column.name}: not a number ({exc})") from None
+            position = _first(np.isinf(numbers.to_numpy()))
+            if position is not None:
+                raise ValueError(f"{name} {_describe_row(out, table, position)}: {column.name} is not finite")
+            if _is_integer(column):
+                position = _first(numbers.notna() & (numbers != numbers.round()))
+                if position is not None:
+                    raise ValueError(
+                        f"{name} {_describe_row(out, table, position)}: {column.name} "
+                        f"must be a whole number, got {numbers.iloc[position]}"
+                    )
+                out[column.name] = numbers.astype("int64" if not column.nullable else "Int64")
+            else:
+                out[column.name] = numbers
+        elif _is_timestamp(column):
+            # `to_datetime(utc=True)` of an aware column is this conversion, without its per-value cache probe.
+            aware = isinstance(values.dtype, pd.DatetimeTZDtype)
+            out[column.name] = values.dt.tz_convert(UTC) if aware else pd.to_datetime(values, utc=True)
+    return out
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Plain Python values for executemany: None for NaN/NaT, int/float instead of numpy scalars."""
+    objects = frame.astype(object)
+    return objects.where(frame.notna(), None).to_dict("records")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Timestamps come back naive from SQLite (stored in UTC) and aware from PostgreSQL."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _typed_frame(rows: Sequence[Any], table: sa.Table) -> pd.DataFrame:
+    """Rows of `table` as a frame: counts int64, money and ratios float64, timestamps UTC, dates `date`."""
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(table.columns.keys()))
+    for column in table.columns:
+        values = frame[column.name]
+        if _is_integer(column):
+            frame[column.name] = values.astype("int64" if not column.nullable else "Int64")
+        elif _is_number(column):
+            frame[column.name] = pd.to_numeric(values).astype("float64")
+        elif _is_timestamp(column):
+            frame[column.name] = pd.to_datetime(values, utc=True)
+        elif _is_date(column):
+            frame[column.name] = values.astype(object)
+    return frame
+
+
+def _json_normalized(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def _client_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(row) - {"client_id", *CLIENT_FIELDS}
+    if unknown:
+        raise ValueError(f"client row {row.get('client_id')!r}: unknown fields {sorted(unknown)}")
+    missing = [f for f in ("client_id", "name", "ad_account_id", "currency", "timezone") if not row.get(f)]
+    if missing:
+        raise ValueError(f"client row {row.get('client_id')!r}: missing fields {missing}")
+    active = row.get("active", True)
+    if not isinstance(active, bool):
+        raise ValueError(f"client row {row['client_id']!r}: active must be true or false, got {active!r}")
+    client_settings = row.get("settings") or {}
+    if not isinstance(client_settings, Mapping):
+        raise ValueError(f"client row {row['client_id']!r}: settings must be a mapping")
+    return {
+        "client_id": str(row["client_id"]),
+        "name": str(row["name"]),
+        "ad_account_id": str(row["ad_account_id"]),
+        "currency": str(row["currency"]),
+        "timezone": str(row["timezone"]),
+        "active": active,
+        "settings": _json_normalized(dict(client_settings)),
+    }
+
+
+def _client_out(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["active"] = bool(out["active"])
+    out["settings"] = out["settings"] or {}
+    out["created_at"] = _utc(out["created_at"])
+    out["updated_at"] = _utc(out["updated_at"])
+    return out
+
+
+def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str, Any]]:
+    """Checked daily_metrics rows by key; ValueError naming the first bad row."""
+    out: dict[MetricKey, dict[str, Any]] = {}
+    fields = ("metric_date", "metric_type", "metric_category", "value", "metadata", "collected_at")
+    for row in rows:
+        missing = [f for f in fields if row.get(f) is None]
+        unknown = set(row) - set(fields)
+        if missing or unknown:
+            raise ValueError(f"daily metric {dict(row)!r}: missing {missing}, unknown {sorted(unknown)}")
+        day = row["metric_date"]
+        if isinstance(day, datetime) or not isinstance(day, date):
+            raise ValueError(f"daily metric {row['metric_type']!r}: metric_date must be a date, got {day!r}")
+        value = row["value"]
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not math.isfinite(value):
+            raise ValueError(f"daily metric {row['metric_type']!r} {day}: value must be a finite number, got {value!r}")
+        if not isinstance(row["metadata"], Mapping):
+            raise ValueError(f"daily metric {row['metric_type']!r} {day}: metadata must be a mapping")
+        collected_at = row["collected_at"]
+        if not isinstance(collected_at, datetime) or collected_at.tzinfo is None:
+            raise ValueError(f"daily metric {row['metric_type']!r} {day}: collected_at must be timezone-aware")
+        key = (day, str(row["metric_type"]), str(row["metric_category"]))
+        if key in out:
+            raise ValueError(f"daily metric {key[2]}/{key[1]} {day} given more than once")
+        out[key] = {
+            "metric_date": day,
+            "metric_type": key[1],
+            "metric_category": key[2],
+            "value": float(value),
+            "metadata": _json_normalized(dict(row["metadata"])),
+            "collected_at": collected_at.astimezone(UTC),
+        }
+    return out
+
+
+def describe_replacements(replaced: Sequence[MetricReplacement]) -> list[str]:
+    """One line per day: 'forced replacement of daily metrics for 2026-03-01: platform/posts_total 120 → 118
+    (unchanged: platform/users_total 10)'."""
+    changed: dict[date, list[str]] = {}
+    same: dict[date, list[str]] = {}
+    for r in replaced:
+        name = f"{r.metric_category}/{r.metric_type}"
+        if r.old_value != r.new_value:
+            changed.setdefault(r.metric_date, []).append(f"{name} {r.old_value:g} → {r.new_value:g}")
+        else:
+            same.setdefault(r.metric_date, []).append(f"{name} {r.new_value:g}")
+    lines = []
+    for day in sorted(changed.keys() | same.keys()):
+        parts = ", ".join(changed.get(day, [])) or "no value changed"
+        if same.get(day):
+            parts += f" (unchanged: {', '.join(same[day])})"
+        lines.append(f"forced replacement of daily metrics for {day}: {parts}")
+    return lines
+
+
+def _default_correction_reason(row: Mapping[str, Any]) -> str:
+    run_id = row["metadata"].get("run_id")
+    return f"forced snapshot replacement by run {run_id}" if run_id else "forced snapshot replacement"
+
+
+def _month_bounds(month: date) -> tuple[date, date]:
+    first = month.replace(day=1)
+    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
+
+
+# --- The warehouse ----------------------------------------------------------------------------------------------
+
+
+class Warehouse:
+    """The KPI warehouse on SQLite (embedded default) or PostgreSQL.
+
+    Construct from a URL, or from an engine made by `make_engine` (the SQLite locking relies on its hooks).
+    Safe to share between threads; each call checks a connection out of the engine's pool.
+    """
+
+    def __init__(self, url_or_engine: str | sa.URL | sa.Engine) -> None:
+        if isinstance(url_or_engine, sa.Engine):
+            self._engine = url_or_engine
+            self._owns_engine = False
+        else:
+            self._engine = make_engine(url_or_engine)
+            self._owns_engine = True
+        if self._engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported warehouse backend {self._engine.dialect.name!r}")
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.url_for_display})"
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    @property
+    def url_for_display(self) -> str:
+        """The URL with any password masked: the only form that may be logged."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self._engine.dialect.name == "postgresql"
+
+    def dispose(self) -> None:
+        """Close pooled connections (only of an engine this warehouse created)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """One write transaction, committed on success and rolled back on any exception.
+
+        On SQLite the write lock is taken at BEGIN (IMMEDIATE), so concurrent writers wait for the busy
+        timeout instead of failing halfway when a read lock cannot be upgraded.
+        """
+        with self._engine.connect() as conn:
+            if not self.is_postgres:
+                conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+            with conn.begin():
+                yield conn
+
+    def _lock(self, conn: sa.Connection, key: int) -> None:
+        """Serialise against other processes until the transaction ends (SQLite already holds its write lock)."""
+        if self.is_postgres:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+    # --- migrations ---
+
+    def current_revision(self) -> str | None:
+        """The migration revision the database is at; None for an empty database."""
+        # Read directly: a MigrationContext per call would log its setup on every run.
+        with self._engine.connect() as conn:
+            if not sa.inspect(conn).has_table(VERSION_TABLE):
+                return None
+            return conn.execute(
+                sa.select(sa.column("version_num")).select_from(sa.table(VERSION_TABLE))
+            ).scalar()
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest migration; two cheap reads and no lock when already there.
+
+        Concurrent callers are serialised (PostgreSQL advisory lock, SQLite write lock plus retries), and the
+        upgrade runs in one transaction, so a second process finds the schema already at head. At head this only
+        reads, so a role without DDL rights (the writer) may call it; behind head such a role gets
+        MigrationNotAllowedError and nothing changes.
+        """
+        head = head_revision()
+        current = self.current_revision()
+        if current == head:
+            return
+        for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+            try:
+                with self._write() as conn:
+                    self._lock(conn, PG_MIGRATION_LOCK_KEY)
+                    command.upgrade(alembic_config(connection=conn), "head")
+                break
+            except sa.exc.OperationalError as exc:
+                if self.is_postgres or not _is_sqlite_locked(exc) or attempt == MIGRATE_ATTEMPTS:
+                    raise
+                time.sleep(0.5 * attempt)
+            except sa.exc.ProgrammingError as exc:
+                if getattr(exc.orig, "pgcode", None) != PG_INSUFFICIENT_PRIVILEGE:
+                    raise
+                raise MigrationNotAllowedError(
+                    f"the warehouse at {self.url_for_display} is at migration {current or 'none'}, this version "
+                    f"needs {head}, and role {self._engine.url.username!r} may not change the schema: run "
+                    f"`kpi-platform migrate` with {settings.ENV_WAREHOUSE_OWNER_URL} set to the owner role"
+                ) from None
+        logger.info("warehouse %s migrated to %s", self.url_for_display, head)
+
+    # --- clients ---
+
+    def upsert_clients(self, rows: Sequence[Mapping[str, Any]]) -> ClientSync:
+        """Insert new clients and update changed ones by client_id, in one transaction; never deletes.
+
+        A client missing from `rows` keeps its row: deactivate a client by passing it with active=False.
+        """
+        incoming = [_client_row(row) for row in rows]
+        ids = [row["client_id"] for row in incoming]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"client ids given more than once: {duplicates}")
+        if not incoming:
+            return ClientSync(added=(), updated=(), unchanged=())
+        table = schema.clients
+        now = datetime.now(UTC)
+        added: list[str] = []
+        updated: list[str] = []
+        unchanged: list[str] = []
+        with self._write() as conn:
+            self._lock(conn, PG_CLIENTS_LOCK_KEY)
+            existing = {
+                row.client_id: row._mapping
+                for row in conn.execute(sa.select(table).where(table.c.client_id.in_(ids)))
+            }
+            inserts = []
+            for row in incoming:
+                old = existing.get(row["client_id"])
+                if old is None:
+                    inserts.append({**row, "created_at": now, "updated_at": now})
+                    added.append(row["client_id"])
+                elif any(_json_normalized(old[f]) != row[f] for f in CLIENT_FIELDS):
+                    values = {f: row[f] for f in CLIENT_FIELDS}
+                    conn.execute(
+                        table.update()
+                        .where(table.c.client_id == row["client_id"])
+                        .values(**values, updated_at=now)
+                    )
+                    updated.append(row["client_id"])
+                else:
+                    unchanged.append(row["client_id"])
+            if inserts:
+                conn.execute(table.insert(), inserts)
+        return ClientSync(added=tuple(added), updated=tuple(updated), unchanged=tuple(unchanged))
+
+    def list_clients(self, *, active_only: bool = False) -> list[dict[str, Any]]:
+        """Client rows ordered by client_id; timestamps UTC-aware, settings a dict."""
+        table = schema.clients
+        query = sa.select(table).order_by(table.c.client_id)
+        if active_only:
+            query = query.where(table.c.active.is_(True))
+        with self._engine.connect() as conn:
+            return [_client_out(row._mapping) for row in conn.execute(query)]
+
+    def get_client(self, client_id: str) -> dict[str, Any] | None:
+        table = schema.clients
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.client_id == client_id)).first()
+        return None if row is None else _client_out(row._mapping)
+
+    # --- daily KPIs ---
+
+    def replace_client_range(
+        self,
+        *,
+        client_id: str,
+        start: date,
+        end: date,
+        campaign_rows: pd.DataFrame,
+        daily_totals: pd.DataFrame,
+    ) -> WriteStats:
+        """Replace one client's campaign rows and daily totals in [start, end], all or nothing.
+
+        Idempotency key: (client_id, [start, end]). One transaction deletes the range in both tables and
+        inserts the given rows, so re-running with the same frames leaves identical rows, a restatement drops
+        campaigns that disappeared, and any failure leaves the previous rows. Rows of another client or outside
+        the range are rejected with ValueError before the database is touched. The client must be registered.
+        """
+        if end < start:
+            raise ValueError(f"range for client {client_id!r} ends ({end}) before it starts ({start})")
+        campaigns = _prepare_frame(
+            campaign_rows,
+            schema.campaign_daily_kpis,
+            name="campaign_rows",
+            client_id=client_id,
+            start=start,
+            end=end,
+        )
+        days = _prepare_frame(
+            daily_totals,
+            schema.client_daily_kpis,
+            name="daily_totals",
+            client_id=client_id,
+            start=start,
+            end=end,
+        )
+        started = time.perf_counter()
+        with self._write() as conn:
+            for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.client_id == client_id, table.c.kpi_date.between(start, end)
+                    )
+                )
+            self._insert_frame(conn, schema.campaign_daily_kpis, campaigns)
+            self._insert_frame(conn, schema.client_daily_kpis, days)
+        seconds = time.perf_counter() - started
+        logger.debug(
+            "replaced %s %s..%s: %d campaign rows, %d day rows in %.3fs",
+            client_id,
+            start,
+            end,
+            len(campaigns),
+            len(days),
+            seconds,
+        )
+        return WriteStats(campaign_rows=len(campaigns), day_rows=len(days), seconds=seconds)
+
+    def _insert_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        if self.is_postgres and not _holds_copy_null(frame):
+            self._copy_frame(conn, table, frame)
+        else:
+            conn.execute(table.insert(), _records(frame))
+
+    def _copy_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+        """COPY the frame into `table` on the connection's own transaction (psycopg2 `copy_expert`)."""
+        preparer = conn.dialect.identifier_preparer
+        columns = ", ".join(preparer.quote(name) for name in frame.columns)
+        # Identifiers come from the table metadata; the values travel in the COPY stream, never in the SQL.
+        statement = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.copy_expert(statement, _CsvStream(frame), size=COPY_READ_SIZE)
+        except dbapi_error as exc:
+            # Same exception types as the executemany path (e.g. sa.exc.IntegrityError), whichever path ran.
+            raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi_error, dialect=conn.dialect) from exc
+        finally:
+            cursor.close()
+
+    def read_client_days(self, *, client_id: str | None = None, start: date, end: date) -> pd.DataFrame:
+        """client_daily_kpis rows in [start, end] (all clients when client_id is None), by client and day."""
+        table = schema.client_daily_kpis
+        query = sa.select(table).where(table.c.kpi_date.between(start, end))
+        if client_id is not None:
+            query = query.where(table.c.client_id == client_id)
+        return self._read(query.order_by(table.c.client_id, table.c.kpi_date), table)
+
+    def read_campaign_days(self, *, client_id: str, start: date, end: date) -> pd.DataFrame:
+        """campaign_daily_kpis rows of one client in [start, end], by day and campaign."""
+        table = schema.campaign_daily_kpis
+        query = (
+            sa.select(table)
+            .where(table.c.client_id == client_id, table.c.kpi_date.between(start, end))
+            .order_by(table.c.kpi_date, table.c.campaign_id)
+        )
+        return self._read(query, table)
+
+    def present_days(
+        self, *, start: date, end: date, client_ids: Iterable[str] | None = None
+    ) -> dict[str, set[date]]:
+        """Days in [start, end] that have a client_daily_kpis row (idle days included), per client.
+
+        Every requested client is a key, with an empty set when nothing was collected; without
+        `client_ids`, every registered client is.
+        """
+        table = schema.client_daily_kpis
+        query = sa.select(table.c.client_id, table.c.kpi_date).where(table.c.kpi_date.between(start, end))
+        with self._engine.connect() as conn:
+            if client_ids is None:
+                ids = list(conn.execute(sa.select(schema.clients.c.client_id)).scalars())
+            else:
+                ids = list(client_ids)
+                if not ids:
+                    return {}
+                query = query.where(table.c.client_id.in_(ids))
+            present: dict[str, set[date]] = {client_id: set() for client_id in ids}
+            for client_id, kpi_date in conn.execute(query):
+                present.setdefault(client_id, set()).add(kpi_date)
+        return present
+
+    # --- monthly KPIs ---
+
+    def monthly_totals_from_days(self, *, client_id: str, month: date) -> dict[str, Any]:
+        """Sums over the client-day rows of the month containing `month`.
+
+        Keys: client_id, month (first day), the SUM_COLUMNS, ctr_pct and cpc recomputed from the sums (None
+        without impressions / clicks), days_present, days_in_month, idle_days, currency (None without rows).
+        Raises ValueError if the month's rows carry more than one currency.
+        """
+        first, last = _month_bounds(month)
+        table = schema.client_daily_kpis
+        in_month = (table.c.client_id == client_id, table.c.kpi_date.between(first, last))
+        query = sa.select(
+            *(sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in SUM_COLUMNS),
+            sa.func.count().label("days_present"),
+            sa.func.coalesce(sa.func.sum(sa.case((table.c.delivery == "idle", 1), else_=0)), 0).label(
+                "idle_days"
+            ),
+        ).where(*in_month)
+        with self._engine.connect() as conn:
+            sums = conn.execute(query).one()._mapping
+            currencies = sorted(
+                conn.execute(sa.select(table.c.currency).where(*in_month).distinct()).scalars()
+            )
+        if len(currencies) > 1:
+            raise ValueError(
+                f"client {client_id!r} has days in {currencies} during {first:%Y-%m}; cannot sum them"
+            )
+        totals: dict[str, Any] = {"client_id": client_id, "month": first}
+        for name in SUM_COLUMNS:
+            column = table.c[name]
+            totals[name] = int(sums[name]) if _is_integer(column) else round(float(sums[name]), 2)
+        totals["ctr_pct"] = totals["clicks"] / totals["impressions"] * 100 if totals["impressions"] else None
+        totals["cpc"] = round(totals["spend"] / totals["clicks"], 4) if totals["clicks"] else None
+        totals["days_present"] = int(sums["days_present"])
+        totals["days_in_month"] = (last - first).days + 1
+        totals["idle_days"] = int(sums["idle_days"])
+        totals["currency"] = currencies[0] if currencies else None
+        return totals
+
+    def upsert_monthly_summary(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace one client_monthly_kpis row by (client_id, month) in one transaction.
+
+        `month` must be the first day of the month; NaN becomes NULL; computed_at defaults to now.
+        """
+        table = schema.client_monthly_kpis
+        unknown = set(row) - set(table.columns.keys())
+        if unknown:
+            raise ValueError(f"monthly summary: columns {sorted(unknown)} are not in table {table.name}")
+        values = {"computed_at": datetime.now(UTC), **row}
+        month = values.get("month")
+        if not isinstance(month, date) or isinstance(month, datetime) or month.day != 1:
+            raise ValueError(
+                f"monthly summary of {values.get('client_id')!r}: month must be a first-of-month date, got {month!r}"
+            )
+        for name, value in list(values.items()):
+            if isinstance(value, float) and math.isnan(value):
+                values[name] = None
+            elif isinstance(value, np.generic):
+                values[name] = value.item()
+        missing = [c.name for c in table.columns if not c.nullable and values.get(c.name) is None]
+        if missing:
+            raise ValueError(
+                f"monthly summary of {values.get('client_id')!r} {month}: required columns {missing} missing"
+            )
+        with self._write() as conn:
+            conn.execute(
+                sa.delete(table).where(table.c.client_id == values["client_id"], table.c.month == month)
+            )
+            conn.execute(table.insert(), [values])
+
+    def read_monthly(self, *, client_id: str | None = None) -> pd.DataFrame:
+        """client_monthly_kpis rows (one client, or all), by client and month."""
+        table = schema.client_monthly_kpis
+        query = sa.select(table).order_by(table.c.client_id, table.c.month)
+        if client_id is not None:
+            query = query.where(table.c.client_id == client_id)
+        return self._read(query, table)
+
+    # --- platform activity metrics ---
+
+    def metric_definitions(self) -> list[dict[str, Any]]:
+        """Rows of metric_definitions, by category and type."""
+        table = schema.metric_definitions
+        query = sa.select(table).order_by(table.c.metric_category, table.c.metric_type)
+        with self._engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def record_daily_metrics(
+        self, rows: Sequence[Mapping[str, Any]], *, force: bool = False, reason: str | None = None
+    ) -> MetricWrite:
+        """Store daily metric snapshots; a key already stored is left alone and reported in `kept`.
+
+        Rows carry metric_date, metric_type, metric_category, value, metadata (a dict) and collected_at.
+        Snapshots are immutable: only `force=True` replaces a stored value, for corrections, with a WARNING log
+        line per day naming the old and new values; the replaced value is kept in the row's metadata under
+        `replaces`, and each replacement appends a daily_metrics_corrections row with `reason` (default: the
+        run id of the rows' metadata). On PostgreSQL the replacement goes through the owner's function
+        `kpi_correct_daily_metric`, so it works for a writer without UPDATE on daily_metrics. Inserts never
+        update or delete. One transaction, serialised against concurrent writers. Raises ValueError before
+        touching the database for a malformed or duplicate row, or a metric without a metric_definitions row.
+        """
+        incoming = _metric_rows(rows)
+        if not incoming:
+            return MetricWrite(inserted=(), kept=(), replaced=())
+        table = schema.daily_metrics
+        keys = list(incoming)
+        first, last = min(k[0] for k in keys), max(k[0] for k in keys)
+        metrics = sorted({(k[1], k[2]) for k in keys})
+        inserted: list[MetricKey] = []
+        kept: list[MetricKey] = []
+        replaced: list[MetricReplacement] = []
+        with self._write() as conn:
+            self._lock(conn, PG_METRICS_LOCK_KEY)
+            defined = {
+                (row.metric_type, row.metric_category)
+                for row in conn.execute(
+                    sa.select(
+                        schema.metric_definitions.c.metric_type, schema.metric_definitions.c.metric_category
+                    )
+                )
+            }
+            undefined = [f"{category}/{metric_type}" for metric_type, category in metrics if (metric_type, category) not in defined]
+            if undefined:
+                raise ValueError(
+                    f"metrics {undefined} have no row in metric_definitions; add their definitions first"
+                )
+            existing = {
+                (row.metric_date, row.metric_type, row.metric_category): row
+                for row in conn.execute(
+                    sa.select(
+                        table.c.id,
+                        table.c.metric_date,
+                        table.c.metric_type,
+                        table.c.metric_category,
+                        table.c.value,
+                        table.c.collected_at,
+                    ).where(
+                        table.c.metric_date.between(first, last),
+                        table.c.metric_type.in_({m for m, _ in metrics}),
+                        table.c.metric_category.in_({c for _, c in metrics}),
+                    )
+                )
+            }
+            inserts = []
+            for key, row in incoming.items():
+                old = existing.get(key)
+                if old is None:
+                    inserts.append(row)
+                    inserted.append(key)
+                elif not force:
+                    kept.append(key)
+                else:
+                    replaces = {"value": old.value, "collected_at": _utc(old.collected_at).isoformat()}
+                    self._correct_daily_metric(
+                        conn,
+                        old=old,
+                        row={**row, "metadata": {**row["metadata"], "replaces": replaces}},
+                        reason=reason or _default_correction_reason(row),
+                    )
+                    replaced.append(MetricReplacement(*key, old_value=float(old.value), new_value=row["value"]))
+            if inserts:
+                conn.execute(table.insert(), inserts)
+        for line in describe_replacements(replaced):
+            logger.warning("%s", line)
+        return MetricWrite(inserted=tuple(inserted), kept=tuple(kept), replaced=tuple(replaced))
+
+    def _correct_daily_metric(
+        self, conn: sa.Connection, *, old: sa.Row, row: Mapping[str, Any], reason: str
+    ) -> None:
+        """Replace one stored snapshot and append its audit row, on the caller's transaction."""
+        if self.is_postgres:
+            correct = getattr(sa.func, schema.CORRECT_DAILY_METRIC_FUNCTION)
+            conn.execute(
+                sa.select(
+                    correct(
+                        sa.bindparam("metric_date", row["metric_date"], type_=sa.Date()),
+                        sa.bindparam("metric_type", row["metric_type"], type_=sa.String()),
+                        sa.bindparam("metric_category", row["metric_category"], type_=sa.String()),
+                        sa.bindparam("value", row["value"], type_=sa.Float()),
+                        sa.bindparam("metadata", row["metadata"], type_=sa.JSON()),
+                        sa.bindparam("collected_at", row["collected_at"], type_=sa.DateTime(timezone=True)),
+                        sa.bindparam("reason", reason, type_=sa.Text()),
+                    )
+                )
+            )
+            return
+        table = schema.daily_metrics
+        conn.execute(
+            table.update()
+            .where(table.c.id == old.id)
+            .values(value=row["value"], metadata=row["metadata"], collected_at=row["collected_at"])
+        )
+        conn.execute(
+            schema.daily_metrics_corrections.insert().values(
+                metric_date=old.metric_date,
+                metric_type=old.metric_type,
+                metric_category=old.metric_category,
+                old_value=old.value,
+                new_value=row["value"],
+                old_collected_at=_utc(old.collected_at),
+                new_collected_at=row["collected_at"],
+                reason=reason,
+                corrected_by=None,
+                corrected_at=datetime.now(UTC),
+            )
+        )
+
+    def daily_metric_bounds(self, *, category: str) -> tuple[date, date] | None:
+        """First and last metric_date stored for a category; None when it has no rows."""
+        table = schema.daily_metrics
+        query = sa.select(sa.func.min(table.c.metric_date), sa.func.max(table.c.metric_date)).where(
+            table.c.metric_category == category
+        )
+        with self._engine.connect() as conn:
+            first, last = conn.execute(query).one()
+        if first is None:
+            return None
+        return first, last
+
+    def read_daily_metrics(
+        self,
+        *,
+        start: date,
+        end: date,
+        categories: Iterable[str] | None = None,
+        types: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """daily_metrics rows in [start, end], optionally of some categories / types, by day, category, type."""
+        table = schema.daily_metrics
+        query = sa.select(table).where(table.c.metric_date.between(start, end))
+        if categories is not None:
+            query = query.where(table.c.metric_category.in_(list(categories)))
+        if types is not None:
+            query = query.where(table.c.metric_type.in_(list(types)))
+        query = query.order_by(table.c.metric_date, table.c.metric_category, table.c.metric_type)
+        return self._read(query, table)
+
+    def _read(self, query: sa.Select, table: sa.Table) -> pd.DataFrame:
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _typed_frame(rows, table)
+
+
+class _CsvStream:
+    """A frame rendered as COPY CSV on demand, chunk by chunk, for `copy_expert`.
+
+    Rendering lazily lets the server parse one chunk while the next is formatted, instead of formatting the
+    whole frame first. Each column is turned into Python values once (`_csv_column`); the C `csv` writer then
+    renders the rows with pandas' `to_csv` conventions: floats as their shortest round-trip repr, missing values
+    as COPY_NULL, minimal quoting.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        columns = [_csv_column(frame[name]) for name in frame.columns]
+        self._rows = zip(*columns, strict=True)
+        self._left = len(frame)
+        self._chunk = ""
+        self._position = 0
+
+    def _next_chunk(self) -> str:
+        if self._left <= 0:
+            return ""
+        count = min(COPY_CHUNK_ROWS, self._left)
+        self._left -= count
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(itertools.islice(self._rows, count))
+        return buffer.getvalue()
+
+    def read(self, size: int = -1) -> str:
+        if self._position >= len(self._chunk):
+            self._chunk = self._next_chunk()
+            self._position = 0
+        end = len(self._chunk) if size < 0 else self._position + size
+        piece = self._chunk[self._position : end]
+        self._position += len(piece)
+        return piece
+
+
+def _needs_distinct_format(values: pd.Series) -> bool:
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M":
+        return True
+    return values.dtype == object and len(values) > 0 and isinstance(values.iloc[0], date)
+
+
+def _format_distinct(values: pd.Series) -> pd.Series:
+    """ISO strings of dates / timestamps, computed once per distinct value; NaT/None stay missing."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = np.array([u.isoformat() for u in uniques] + [None], dtype=object)
+    return pd.Series(text[codes], index=values.index, dtype=object)
+
+
+def _csv_column(values: pd.Series) -> list[Any]:
+    """The column as the values the csv writer renders: Python scalars (str() of a float is its shortest
+    round-trip repr, as in `to_csv`), ISO text for dates and timestamps, COPY_NULL where a value is missing."""
+    if _needs_distinct_format(values):
+        values = _format_distinct(values)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        return np.where(missing, COPY_NULL, values.to_numpy(dtype=object)).tolist()
+    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
+        return values.to_numpy(dtype=object).tolist()
+    return values.to_numpy().tolist()
+
+
+def _holds_copy_null(frame: pd.DataFrame) -> bool:
+    """True if a text value equals the COPY NULL marker; such frames take the executemany path instead."""
+    return any((frame[name] == COPY_NULL).any() for name in frame.columns if frame[name].dtype == object)

@@ -1,0 +1,93 @@
+"""Alert sensors end to end: a failed collection alerts once, a failed check alerts once, healing resolves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import sqlalchemy as sa
+
+from kpi_platform.defs.alerting import alert_sync_sensor, collection_failure_alert_sensor
+from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.warehouse import schema
+from kpi_platform_tests.sinks import webhook_sink
+
+
+def texts(sink) -> list[str]:
+    return [body["text"] for body in sink.bodies("/slack")]
+
+
+def sync(platform, defs):
+    context = dg.build_sensor_context(
+        instance=platform.instance,
+        repository_def=defs.get_repository_def(),
+        resources={"warehouse": WarehouseResource(url=platform.warehouse_url)},
+    )
+    return alert_sync_sensor(context)
+
+
+def run_failure_tick(platform, result):
+    run = platform.instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name="collection_failure_alert_sensor",
+        dagster_event=failure,
+        dagster_instance=platform.instance,
+        dagster_run=run,
+        resources={"warehouse": WarehouseResource(url=platform.warehouse_url)},
+    ).for_run_failure()
+    collection_failure_alert_sensor(context)
+
+
+def test_token_failure_alerts_once_and_resolves_after_healing(platform, monkeypatch):
+    defs = platform.defs()
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    with webhook_sink() as sink:
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "LOW")
+        monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
+        failed = platform.collect("acme", yesterday - timedelta(days=2), yesterday)
+        assert not failed.success
+        run_failure_tick(platform, failed)
+        run_failure_tick(platform, failed)  # the same problem again: no second message
+        messages = texts(sink)
+        assert len(messages) == 1
+        assert "acme" in messages[0] and "token" in messages[0].lower()
+        assert "invalid-token" not in messages[0]
+
+        sync(platform, defs)  # still failing: stays open, nothing sent
+        assert len(texts(sink)) == 1
+
+        monkeypatch.delenv("META_ACCESS_TOKEN")
+        assert platform.collect("acme", yesterday - timedelta(days=2), yesterday).success
+        sync(platform, defs)
+        messages = texts(sink)
+        assert len(messages) == 2 and "resolved" in messages[1].lower()
+
+
+def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):
+    defs = platform.defs()
+    today = datetime.now(UTC).date()
+    for client_id in ("acme", "globex"):
+        assert platform.collect(client_id, today - timedelta(days=31), today - timedelta(days=1)).success
+    gone = today - timedelta(days=4)
+    with platform.warehouse.engine.begin() as conn:
+        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+            conn.execute(sa.delete(table).where(table.c.client_id == "acme", table.c.kpi_date == gone))
+    checks_job = defs.resolve_job_def("warehouse_checks_job")
+    with webhook_sink() as sink:
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "MEDIUM")
+        checks_job.execute_in_process(instance=platform.instance)
+        sync(platform, defs)
+        sync(platform, defs)
+        completeness = [m for m in texts(sink) if "completeness_meets_target" in m]
+        assert len(completeness) == 1
+        assert "acme" in completeness[0] and gone.isoformat() in completeness[0]
+        assert not any("no_anomalies" in m for m in texts(sink))  # LOW is below Slack's minimum here
+
+        assert platform.collect("acme", gone, gone).success
+        checks_job.execute_in_process(instance=platform.instance)
+        sync(platform, defs)
+        resolved = [m for m in texts(sink) if "completeness_meets_target" in m and "resolved" in m.lower()]
+        assert len(resolved) == 1

@@ -1,0 +1,113 @@
+"""The daily asset end to end through Dagster: one-key and range runs, idempotency, all-or-nothing writes."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+
+OCT_1, OCT_10 = date(2026, 10, 1), date(2026, 10, 10)
+
+
+def materialized(instance: dg.DagsterInstance) -> set[str]:
+    return set(instance.get_materialized_partitions(CLIENT_DAILY_KPIS))
+
+
+def test_definitions_load():
+    from kpi_platform.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    sensors = {s.name: s for s in defs.sensors}
+    assert sensors["clients_sync_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors["kpi_automation_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    daily = defs.resolve_assets_def(CLIENT_DAILY_KPIS)
+    assert daily.backfill_policy == dg.BackfillPolicy.single_run()
+    assert daily.partitions_def.get_partition_key_from_str("acme|2026-10-01").keys_by_dimension == {
+        "client": "acme",
+        "date": "2026-10-01",
+    }
+
+
+def test_one_key_run(platform):
+    result = platform.collect("acme", OCT_1, OCT_1)
+    assert result.success
+    assert materialized(platform.instance) == {"acme|2026-10-01"}
+    days = platform.warehouse.read_client_days(client_id="acme", start=OCT_1, end=OCT_1)
+    assert len(days) == 1
+    assert days.iloc[0]["source"] == "simulator"
+    assert days.iloc[0]["run_id"] == result.run_id
+    (mat,) = result.asset_materializations_for_node("meta_ads__client_daily_kpis")
+    assert mat.metadata["days"].value == 1
+    assert mat.metadata["source"].value == "simulator"
+
+
+def test_range_run_is_one_run_with_one_request_stream(platform):
+    result = platform.collect("globex", OCT_1, OCT_10)
+    assert result.success
+    assert len(platform.instance.get_runs()) == 1
+    assert materialized(platform.instance) == {f"globex|2026-10-{d:02d}" for d in range(1, 11)}
+    days = platform.warehouse.read_client_days(client_id="globex", start=OCT_1, end=OCT_10)
+    campaigns = platform.warehouse.read_campaign_days(client_id="globex", start=OCT_1, end=OCT_10)
+    assert len(days) == 10
+    assert set(days["currency"]) == {"PLN"}
+    assert days["campaign_count"].sum() == len(campaigns)
+    mats = result.asset_materializations_for_node("meta_ads__client_daily_kpis")
+    assert len(mats) == 10
+    meta = mats[0].metadata
+    assert meta["rows"].value == len(campaigns)
+    assert meta["api_requests"].value == 1
+    assert abs(meta["spend"].value - round(days["spend"].sum(), 2)) < 0.01
+
+
+def test_rerun_leaves_the_same_rows(platform):
+    platform.collect("acme", OCT_1, OCT_10)
+    cols = [
+        "client_id",
+        "kpi_date",
+        "campaign_id",
+        "spend",
+        "impressions",
+        "clicks",
+        "leads",
+        "reservation_value",
+    ]
+    before = platform.warehouse.read_campaign_days(client_id="acme", start=OCT_1, end=OCT_10)[cols]
+    second = platform.collect("acme", OCT_1, OCT_10)
+    after = platform.warehouse.read_campaign_days(client_id="acme", start=OCT_1, end=OCT_10)
+    assert after[cols].reset_index(drop=True).equals(before.reset_index(drop=True))
+    assert set(after["run_id"]) == {second.run_id}
+
+
+def test_a_page_failing_mid_range_writes_nothing(platform):
+    platform.collect("acme", OCT_1, OCT_10)
+    before = platform.warehouse.read_campaign_days(client_id="acme", start=OCT_1, end=OCT_10)
+    # A year has more than one 500-row page; its second page always fails (code 2: retried, then given up).
+    faults = json.dumps({"fail_page": 2})
+    result = platform.collect("acme", date(2025, 11, 1), OCT_10, simulator_faults_json=faults, max_attempts=2)
+    assert not result.success
+    after = platform.warehouse.read_campaign_days(client_id="acme", start=OCT_1, end=OCT_10)
+    assert after.equals(before)
+    assert platform.warehouse.read_client_days(
+        client_id="acme", start=date(2025, 11, 1), end=date(2026, 9, 30)
+    ).empty
+    assert not any(k.endswith(("-08-15", "-09-30")) for k in materialized(platform.instance))
+    status = platform.instance.get_status_by_partition(
+        CLIENT_DAILY_KPIS,
+        ["acme|2026-08-15"],
+        platform.defs().resolve_assets_def(CLIENT_DAILY_KPIS).partitions_def,
+    )
+    assert status["acme|2026-08-15"] == dg.AssetPartitionStatus.FAILED
+
+
+def test_token_error_fails_fast_and_names_the_client(platform, monkeypatch):
+    monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
+    result = platform.collect("acme", OCT_1, OCT_1)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.message
+    assert "acme" in message
+    assert "META_ACCESS_TOKEN" in message
+    assert "invalid-token" not in message

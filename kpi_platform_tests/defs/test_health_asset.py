@@ -1,0 +1,88 @@
+"""The health report asset: materialized through its job, with the markdown table and plottable numbers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from kpi_platform.defs.health import (
+    HEALTH_ASSETS,
+    HEALTH_JOBS,
+    HEALTH_REPORT,
+    HEALTH_SCHEDULES,
+    health_report_schedule,
+)
+from kpi_platform.warehouse import schema
+
+
+def defs_with_health(platform) -> dg.Definitions:
+    """The code location plus the health objects, as definitions.py wires them."""
+    return dg.Definitions.merge(
+        platform.defs(),
+        dg.Definitions(assets=HEALTH_ASSETS, jobs=HEALTH_JOBS, schedules=HEALTH_SCHEDULES),
+    )
+
+
+def materialize_report(platform) -> dict[str, object]:
+    job = defs_with_health(platform).resolve_job_def("health_report_job")
+    result = job.execute_in_process(instance=platform.instance)
+    assert result.success  # an unhealthy platform is a result, not a failed run
+    [event] = result.get_asset_materialization_events()
+    assert event.asset_key == HEALTH_REPORT
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_asset_metadata_carries_the_table_score_and_numbers(platform):
+    today = datetime.now(UTC).date()
+    for client_id in ("acme", "globex"):
+        assert platform.collect(client_id, today - timedelta(days=35), today - timedelta(days=1)).success
+
+    meta = materialize_report(platform)
+    assert meta["status"] == "healthy"
+    assert meta["score"] == 100.0
+    assert "| check | status | summary |" in meta["report"]
+    assert "| yesterday_collection | healthy |" in meta["report"]
+    for name in (
+        "clients_collected_yesterday",
+        "clients_active",
+        "missing_days_7d",
+        "missing_days_30d",
+        "split_days",
+        "max_hours_since_collection",
+        "failed_checks",
+        "open_breakers",
+        "runs_in_progress",
+        "backfills_in_progress",
+    ):
+        assert isinstance(meta[name], int | float) and not isinstance(meta[name], bool), name
+    assert meta["clients_active"] == 2
+    # The run materializing the report is not counted as a run in progress.
+    assert meta["runs_in_progress"] == 0
+    # The asset judges the checks of its code location; the collections evaluated the contract check.
+    assert meta["failed_checks"] == 0
+
+    now = datetime.now(UTC)
+    with platform.warehouse.engine.begin() as conn:
+        conn.execute(
+            schema.circuit_breakers.insert().values(
+                name="meta_api", state="open", fail_counter=5, opened_at=now, updated_at=now
+            )
+        )
+    meta = materialize_report(platform)
+    assert (meta["status"], meta["open_breakers"]) == ("unhealthy", 1)
+    assert "| circuit_breakers | unhealthy | meta_api open since" in meta["report"]
+    history = platform.instance.fetch_materializations(HEALTH_REPORT, limit=10).records
+    assert len(history) == 2
+
+
+def test_schedule_is_hourly_and_running_by_default(platform):
+    defs = defs_with_health(platform)
+    dg.Definitions.validate_loadable(defs)
+    assert health_report_schedule.cron_schedule == "40 * * * *"
+    assert health_report_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    tick = health_report_schedule.evaluate_tick(
+        dg.build_schedule_context(instance=platform.instance, repository_def=defs.get_repository_def())
+    )
+    [request] = tick.run_requests
+    assert request.job_name in (None, "health_report_job")

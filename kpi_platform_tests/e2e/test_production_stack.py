@@ -1,0 +1,392 @@
+"""End to end on the production profile: code server, webserver and daemon as real processes on PostgreSQL
+(deploy/dagster.yaml, deploy/workspace.yaml), the Meta simulator over HTTP, a UI backfill launched through GraphQL,
+gap healing under the daemon, and no process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from kpi_platform import settings
+from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+from kpi_platform.clients import load_clients
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.deploy import (
+    BACKFILL_DONE,
+    SUPERVISOR_MARKER_ENV,
+    LocalStack,
+    Webserver,
+    dagster_pg_env,
+    deploy_dir,
+    free_port,
+    marked_processes,
+    prepare_dagster_home,
+    wait_until,
+)
+from kpi_platform.quickstart import sync_clients
+from kpi_platform.warehouse import Warehouse
+from kpi_platform_tests.conftest import create_temp_database
+from kpi_platform_tests.e2e.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+CLIENT_IDS = ("acme", "globex", "initech")
+GAP_HEALING_SENSOR = "gap_healing_sensor"
+TIMEZONE = "Europe/Warsaw"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def clients_yaml() -> str:
+    # The daily schedule must not collect during the test: every client's collection hour is far from now.
+    hour = (datetime.now(ZoneInfo(TIMEZONE)).hour + 12) % 24
+    entries = [
+        {
+            "id": client_id,
+            "name": client_id.title(),
+            "ad_account_id": f"act_{100000000001 + i}",
+            "currency": ("EUR", "PLN", "USD")[i],
+            "timezone": TIMEZONE,
+            "settings": {"collection_hour": hour},
+        }
+        for i, client_id in enumerate(CLIENT_IDS)
+    ]
+    return yaml.safe_dump({"clients": entries}, sort_keys=False)
+
+
+def process_tails(log_dir: Path, lines: int = 40) -> str:
+    """The end of every process log, for a failure message."""
+    parts = []
+    for log in sorted(log_dir.glob("*.log")):
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        parts.append(f"--- {log.name}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+@dataclass
+class Production:
+    """A temporary production deployment: the environment, its databases and an instance for assertions (opened
+    on first use, so a test can find Dagster's database still empty)."""
+
+    env: dict[str, str]
+    home: Path
+    log_dir: Path
+    warehouse: Warehouse
+
+    @cached_property
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture
+def production(tmp_path, monkeypatch) -> Iterator[Production]:
+    dagster_url, drop_dagster = create_temp_database("kpi_e2e_dagster")
+    warehouse_url, drop_warehouse = create_temp_database("kpi_e2e_warehouse")
+    clients_file = tmp_path / "clients.yaml"
+    clients_file.write_text(clients_yaml(), encoding="utf-8")
+    home = prepare_dagster_home(tmp_path / "dagster_home")
+    env = {
+        **os.environ,
+        **dagster_pg_env(dagster_url),
+        "DAGSTER_HOME": str(home),
+        settings.ENV_WAREHOUSE_URL: warehouse_url,
+        settings.ENV_CLIENTS_FILE: str(clients_file),
+        settings.ENV_DATA_DIR: str(tmp_path / "data"),
+    }
+    for name in (
+        settings.ENV_SIMULATOR_FAULTS,
+        settings.ENV_META_URL,
+        settings.ENV_TOKEN,
+        SUPERVISOR_MARKER_ENV,
+    ):
+        env.pop(name, None)
+    for name, value in dagster_pg_env(dagster_url).items():
+        monkeypatch.setenv(name, value)
+    warehouse = Warehouse(warehouse_url)
+    production = Production(env, home, tmp_path / "logs", warehouse)
+    try:
+        yield production
+    finally:
+        if "instance" in production.__dict__:
+            production.instance.dispose()
+        warehouse.dispose()
+        drop_warehouse()
+        drop_dagster()
+
+
+def materialization_counts(instance: dg.DagsterInstance, keys: list[str]) -> Counter:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=CLIENT_DAILY_KPIS, asset_partitions=keys), limit=10 * len(keys)
+    ).records
+    return Counter(r.partition_key for r in records)
+
+
+def warehouse_days(warehouse: Warehouse) -> list[tuple[str, str]]:
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(sa.text("select client_id, kpi_date from client_daily_kpis order by 1, 2")).all()
+    return [(r[0], r[1].isoformat()) for r in rows]
+
+
+def set_sensor_running(webserver: Webserver, name: str, *, running: bool) -> None:
+    """Start or stop a sensor the way the UI's toggle does."""
+    selector = {
+        "repositoryName": "__repository__",
+        "repositoryLocationName": settings.CODE_LOCATION_NAME,
+        "sensorName": name,
+    }
+    if running:
+        result = webserver.query(
+            "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }",
+            {"s": selector},
+        )["startSensor"]
+        assert result["__typename"] == "Sensor", result
+        return
+    state_id = webserver.query(
+        "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { id } } } }",
+        {"s": selector},
+    )["sensorOrError"]["sensorState"]["id"]
+    result = webserver.query(
+        "mutation($id: String!) { stopSensor(id: $id) { __typename } }", {"id": state_id}
+    )["stopSensor"]
+    assert result["__typename"] == "StopSensorMutationResult", result
+
+
+def heal_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(dg.RunsFilter(tags={"kpi/reason": "heal"})))
+
+
+def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Production):
+    """3 clients × 10 days launched as the UI does: one run per client, every partition materialized once, the
+    checks recorded, the rows stored once; a deleted client-day is requested once by the gap-healing sensor
+    and healed; every process is gone afterwards."""
+    instance, warehouse = production.instance, production.warehouse
+    warehouse.migrate()
+    clients = load_clients(Path(production.env[settings.ENV_CLIENTS_FILE]))
+    sync_clients(instance=instance, clients=clients, warehouse=warehouse)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    days = [(yesterday - timedelta(days=i)).isoformat() for i in reversed(range(E2E_DAYS))]
+    keys = [f"{client_id}|{day}" for client_id in CLIENT_IDS for day in days]
+
+    stack = LocalStack(
+        env=production.env,
+        with_simulator=True,
+        module="kpi_platform_tests.e2e.e2e_defs",
+        log_dir=production.log_dir,
+        cwd=PROJECT_ROOT,
+    )
+    try:
+        stack.start_servers()
+        # Launched before the daemon starts, so the fast gap-healing sensor's first tick already sees the days
+        # reserved by the backfill instead of racing it for them.
+        backfill_id = stack.webserver.launch_asset_backfill(
+            asset_key=CLIENT_DAILY_KPIS.path, partition_keys=keys
+        )
+        stack.start_daemon()
+        wait_until(
+            lambda: stack.webserver.backfill(backfill_id)["status"] in BACKFILL_DONE,
+            timeout_s=180,
+            what="the backfill",
+            interval_s=1.0,
+            supervisor=stack.supervisor,
+        )
+        assert stack.webserver.backfill(backfill_id)["status"] == "COMPLETED_SUCCESS"
+
+        runs = list(instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
+        assert [r.status.value for r in runs] == ["SUCCESS"] * len(CLIENT_IDS)
+        ranges = sorted((r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in runs)
+        assert ranges == [(f"{c}|{days[0]}", f"{c}|{days[-1]}") for c in CLIENT_IDS]
+        assert materialization_counts(instance, keys) == Counter({key: 1 for key in keys})
+
+        check = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK), limit=20
+        )
+        assert sorted(c.run_id for c in check) == sorted(r.run_id for r in runs)
+        assert {c.status.value for c in check} == {"SUCCEEDED"}
+        assert {e.passed for e in (c.evaluation for c in check)} == {True}
+
+        assert warehouse_days(warehouse) == sorted((c, d) for c in CLIENT_IDS for d in days)
+        with warehouse.engine.connect() as conn:
+            campaign = conn.execute(
+                sa.text(
+                    "select count(*), count(distinct (client_id, kpi_date, campaign_id)) from campaign_daily_kpis"
+                )
+            ).one()
+            run_ids = {
+                row[0] for row in conn.execute(sa.text("select distinct run_id from client_daily_kpis"))
+            }
+            sources = {
+                row[0] for row in conn.execute(sa.text("select distinct source from campaign_daily_kpis"))
+            }
+        assert campaign[0] > 0 and campaign[0] == campaign[1]
+        assert run_ids == {r.run_id for r in runs}
+        assert sources == {settings.SOURCE_SIMULATOR}
+        assert heal_runs(instance) == []
+
+        # One stored client-day disappears from the warehouse and from Dagster. Dagster's PostgreSQL storage
+        # cannot wipe single partitions ("not supported yet"), and deleting the run leaves the cached partition
+        # status stale, so the asset is wiped and the 29 other days are reported again, as the UI's "Wipe
+        # materializations" and "Report materialization events" do. The sensor is paused meanwhile, so no tick
+        # sees the moment when all 30 days are gone.
+        lost_client, lost_day = "globex", days[4]
+        lost_key = f"{lost_client}|{lost_day}"
+        set_sensor_running(stack.webserver, GAP_HEALING_SENSOR, running=False)
+        time.sleep(3)  # a tick already under way finishes
+        with warehouse.engine.begin() as conn:
+            for table in ("campaign_daily_kpis", "client_daily_kpis"):
+                conn.execute(
+                    sa.text(f"delete from {table} where client_id = :c and kpi_date = :d"),  # noqa: S608 - fixed names
+                    {"c": lost_client, "d": lost_day},
+                )
+        kept = [key for key in keys if key != lost_key]
+        wiped = stack.webserver.query(
+            """mutation($ranges: [PartitionsByAssetSelector!]!) { wipeAssets(assetPartitionRanges: $ranges) {
+                 __typename ... on PythonError { message } } }""",
+            {"ranges": [{"assetKey": {"path": CLIENT_DAILY_KPIS.path}}]},
+        )["wipeAssets"]
+        assert wiped["__typename"] == "AssetWipeSuccess", wiped
+        reported = stack.webserver.query(
+            """mutation($params: ReportRunlessAssetEventsParams!) { reportRunlessAssetEvents(eventParams: $params) {
+                 __typename ... on PythonError { message } } }""",
+            {
+                "params": {
+                    "eventType": "ASSET_MATERIALIZATION",
+                    "assetKey": {"path": CLIENT_DAILY_KPIS.path},
+                    "partitionKeys": kept,
+                    "description": "stored before the loss",
+                }
+            },
+        )["reportRunlessAssetEvents"]
+        assert reported["__typename"] == "ReportRunlessAssetEventsSuccess", reported
+        assert instance.get_materialized_partitions(CLIENT_DAILY_KPIS) == set(kept)
+        set_sensor_running(stack.webserver, GAP_HEALING_SENSOR, running=True)
+
+        wait_until(
+            lambda: any(r.status == dg.DagsterRunStatus.SUCCESS for r in heal_runs(instance)),
+            timeout_s=120,
+            what="the gap-healing run",
+            interval_s=1.0,
+            supervisor=stack.supervisor,
+        )
+        # A few more ticks: the healed day is not requested again.
+        time.sleep(3 * E2E_HEALING_INTERVAL_S)
+        healed = heal_runs(instance)
+        assert len(healed) == 1
+        assert (healed[0].tags[RANGE_START_TAG], healed[0].tags[RANGE_END_TAG]) == (lost_key, lost_key)
+        assert healed[0].tags[settings.CLIENT_TAG] == lost_client
+        assert healed[0].status == dg.DagsterRunStatus.SUCCESS
+        assert materialization_counts(instance, keys) == Counter({key: 1 for key in keys})
+        assert warehouse_days(warehouse) == sorted((c, d) for c in CLIENT_IDS for d in days)
+    except BaseException:
+        print(process_tails(production.log_dir), file=sys.stderr)
+        raise
+    finally:
+        report = stack.stop()
+    assert marked_processes(stack.supervisor.marker) == []
+    assert report.stragglers == ()
+    # Every server exited on SIGTERM within the grace period; anything still in a group after its leader
+    # (a run in flight) was killed with it.
+    assert report.forced == (), report
+    print(f"stopped: {report}")
+
+
+def test_serve_starts_all_three_and_stops_them_on_ctrl_c(production: Production):
+    """`kpi-platform serve`: the code location loads and the daemons are healthy; SIGINT (Ctrl-C) stops every
+    process it started, and the command exits 0."""
+    marker = f"e2e-serve-{os.getpid()}-{time.time_ns()}"
+    port, code_port = free_port(), free_port()
+    env = {**production.env, SUPERVISOR_MARKER_ENV: marker}
+    kpi_platform = str(Path(sys.executable).with_name("kpi-platform"))
+    log = (production.home.parent / "serve.log").open("wb")
+    serve = subprocess.Popen(  # noqa: S603 - fixed argv
+        [kpi_platform, "serve", "--port", str(port), "--code-server-port", str(code_port)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    webserver = Webserver(f"http://127.0.0.1:{port}")
+    try:
+        wait_until(
+            lambda: serve.poll() is not None or webserver.location_loaded(), timeout_s=120, what="the UI"
+        )
+        wait_until(
+            lambda: serve.poll() is not None or webserver.daemons_healthy(), timeout_s=120, what="daemons"
+        )
+        assert serve.poll() is None
+        assert len(marked_processes(marker)) >= 4  # serve, code server (proxy and server), webserver, daemon
+        # "Reload" in the UI reloads the code in the code server; the webserver keeps running.
+        assert webserver.reload_location() == "WorkspaceLocationEntry"
+        wait_until(webserver.location_loaded, timeout_s=120, what="the reloaded code location")
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(timeout=60) == 0
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        log.close()
+    output = (production.home.parent / "serve.log").read_text(encoding="utf-8", errors="replace")
+    assert marked_processes(marker) == [], output[-3000:]
+    assert "stopped (code-server 0, webserver 0, daemon 0)" in output, output[-3000:]
+    assert output.count("Started Dagster code server for module") == 2, output[-3000:]
+
+
+def schema_snapshot(url: str) -> list[tuple]:
+    """Tables, columns, indexes and alembic revisions of one database."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            columns = conn.execute(
+                sa.text(
+                    "select table_name, column_name, data_type, is_nullable from information_schema.columns "
+                    "where table_schema = 'public' order by 1, 2"
+                )
+            ).all()
+            indexes = conn.execute(
+                sa.text("select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1")
+            ).all()
+            versions = conn.execute(sa.text("select version_num from alembic_version order by 1")).all()
+    finally:
+        engine.dispose()
+    return [tuple(r) for r in [*columns, *indexes, *versions]]
+
+
+def test_migrate_applies_everything_once_on_the_production_home(production: Production):
+    """`kpi-platform migrate` with DAGSTER_HOME on deploy/dagster.yaml migrates the warehouse and Dagster's
+    PostgreSQL storage; a second run changes nothing."""
+    kpi_platform = str(Path(sys.executable).with_name("kpi-platform"))
+    dagster_url = sa.URL.create(
+        "postgresql+psycopg2",
+        username=production.env[settings.ENV_DAGSTER_PG_USER],
+        password=production.env[settings.ENV_DAGSTER_PG_PASSWORD] or None,
+        host=production.env[settings.ENV_DAGSTER_PG_HOST],
+        port=int(production.env[settings.ENV_DAGSTER_PG_PORT]),
+        database=production.env[settings.ENV_DAGSTER_PG_DB],
+    ).render_as_string(hide_password=False)
+    warehouse_url = production.env[settings.ENV_WAREHOUSE_URL]
+    snapshots = []
+    for _ in range(2):
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [kpi_platform, "migrate"], env=production.env, cwd=PROJECT_ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Postgres" in done.stdout or "postgres" in done.stdout.lower()
+        snapshots.append((schema_snapshot(dagster_url), schema_snapshot(warehouse_url)))
+    assert snapshots[0][0] and snapshots[0][1]
+    assert snapshots[1] == snapshots[0]
+    assert (production.home / "dagster.yaml").read_bytes() == (deploy_dir() / "dagster.yaml").read_bytes()

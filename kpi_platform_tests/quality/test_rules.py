@@ -1,0 +1,444 @@
+"""The quality rules: bad fixtures fail with the right severity and name their culprits; good data passes."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kpi_platform.quality.rules import (
+    Severity,
+    Thresholds,
+    anomalies,
+    completeness,
+    freshness,
+    quality_scores,
+    quality_summary,
+    reconcile_campaigns,
+    reconcile_months,
+    split_days,
+)
+
+TODAY = date(2025, 4, 1)
+
+
+def day(client_id: str, kpi_date: date, *, spend=50.0, impressions=5000, clicks=100, leads=2, **more) -> dict:
+    idle = spend == 0 and impressions == 0
+    row = {
+        "client_id": client_id,
+        "kpi_date": kpi_date,
+        "spend": spend,
+        "impressions": impressions,
+        "clicks": clicks,
+        "calls": 0,
+        "contacts": 0,
+        "leads": leads,
+        "reservations": 0,
+        "reservation_value": 0.0,
+        "currency": "EUR",
+        "campaign_count": 0 if idle else 1,
+        "delivery": "idle" if idle else "delivered",
+    }
+    return row | more
+
+
+def idle(client_id: str, kpi_date: date) -> dict:
+    return day(client_id, kpi_date, spend=0.0, impressions=0, clicks=0, leads=0)
+
+
+def days_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows)
+
+
+def assert_json(result) -> dict:
+    meta = result.metadata()
+    assert json.loads(json.dumps(meta)) == meta
+    return meta
+
+
+# --- completeness -----------------------------------------------------------------------------------------------
+
+
+def last_days(n: int, *, skip: tuple[date, ...] = ()) -> set[date]:
+    return {TODAY - timedelta(days=i) for i in range(1, n + 1)} - set(skip)
+
+
+def test_completeness_passes_when_every_window_is_full_idle_days_included():
+    result = completeness({"a": last_days(30)}, clients={"a": 0.995}, today=TODAY)
+    assert result.passed and result.culprits == []
+    meta = assert_json(result)
+    assert meta["completeness_7d_pct"] == 100.0 and meta["completeness_30d_pct"] == 100.0
+
+
+def test_completeness_names_the_client_and_its_missing_days():
+    gaps = (date(2025, 3, 30), date(2025, 3, 10))
+    result = completeness(
+        {"a": last_days(30), "b": last_days(30, skip=gaps), "ignored": set()},
+        clients={"a": 0.995, "b": 0.995, "never_collected": 0.5},
+        today=TODAY,
+    )
+    assert not result.passed and result.severity is Severity.ERROR
+    by_key = {(c["client_id"], c["rule"]): c for c in result.culprits}
+    assert set(by_key) == {
+        ("b", "completeness_7d"),
+        ("b", "completeness_30d"),
+        ("never_collected", "completeness_7d"),
+        ("never_collected", "completeness_30d"),
+    }
+    b30 = by_key[("b", "completeness_30d")]
+    assert b30["kpi_date"] == "2025-03-10"
+    assert b30["missing_dates"] == ["2025-03-10", "2025-03-30"]
+    assert (b30["observed"], b30["expected"]) == (pytest.approx(100 * 28 / 30, abs=1e-3), 99.5)
+    assert by_key[("b", "completeness_7d")]["missing_dates"] == ["2025-03-30"]
+
+    meta = assert_json(result)
+    assert isinstance(meta["completeness_30d_pct"], float)
+    assert meta["completeness_30d_pct"] == pytest.approx(100 * (30 + 28 + 0) / 90, abs=1e-3)
+    assert meta["clients_below_target"] == ["b", "never_collected"]
+    assert meta["per_client"]["b"] == {
+        "completeness_7d_pct": pytest.approx(100 * 6 / 7, abs=1e-3),
+        "missing_days_7d": 1,
+        "completeness_30d_pct": pytest.approx(100 * 28 / 30, abs=1e-3),
+        "missing_days_30d": 2,
+    }
+
+
+def test_completeness_windows_start_at_a_clients_first_day_and_honour_lower_targets():
+    new = {TODAY - timedelta(days=i) for i in range(1, 4)}  # collected since three days ago
+    result = completeness(
+        {"new": new, "loose": last_days(30, skip=(date(2025, 3, 15),))},
+        clients={"new": 0.995, "loose": 0.9},
+        today=TODAY,
+        first_day={"new": TODAY - timedelta(days=3), "loose": date(2020, 1, 1)},
+    )
+    assert result.passed
+    new30 = next(w for w in result.per_client if w.client_id == "new" and w.window_days == 30)
+    assert (new30.expected_days, new30.present_days) == (3, 3)
+
+
+def test_completeness_over_200_clients_and_a_year_is_fast():
+    year = last_days(365)
+    present = {f"c{i:03d}": set(year) for i in range(200)}
+    clients = dict.fromkeys(present, 0.995)
+    t0 = time.perf_counter()
+    result = completeness(present, clients=clients, today=TODAY)
+    assert result.passed and time.perf_counter() - t0 < 2.0
+
+
+# --- split days -------------------------------------------------------------------------------------------------
+
+
+def test_split_days_flags_spend_without_conversions_only_for_converting_clients():
+    start = date(2025, 3, 1)
+    rows = [day("conv", start + timedelta(days=i), leads=12) for i in range(5)]
+    rows.append(day("conv", date(2025, 3, 6), leads=0))
+    rows += [day("brand", start + timedelta(days=i), leads=0) for i in range(5)]  # awareness: never converts
+    rows.append(day("brand", date(2025, 3, 6), leads=1))
+    rows.append(idle("conv", date(2025, 3, 7)))
+    result = split_days(days_frame(rows))
+    assert not result.passed and result.severity is Severity.ERROR
+    assert result.culprits == [
+        {
+            "client_id": "conv",
+            "kpi_date": "2025-03-06",
+            "rule": "spend_without_conversions",
+            "observed": 0,
+            "expected": 12.0,
+            "spend": 50.0,
+            "client_converting_share_pct": pytest.approx(100 * 5 / 6, abs=0.01),
+        }
+    ]
+    meta = assert_json(result)
+    assert meta["n_spend_without_conversions"] == 1 and meta["n_split_days"] == 1
+
+
+def test_a_small_spend_day_without_conversions_is_not_a_split_day():
+    # 3 leads per 50 spent: a day of 50 without leads has a 5 % chance under Poisson; not evidence of lost data.
+    start = date(2025, 3, 1)
+    rows = [day("conv", start + timedelta(days=i), leads=3) for i in range(5)]
+    rows.append(day("conv", date(2025, 3, 6), leads=0))
+    assert split_days(days_frame(rows)).passed
+
+
+def test_conversions_without_spend_are_always_split_days():
+    rows = [day("a", date(2025, 3, 1), leads=0), day("a", date(2025, 3, 2), spend=0.0, leads=0, calls=2)]
+    result = split_days(days_frame(rows))
+    assert [
+        (c["client_id"], c["kpi_date"], c["rule"], c["observed"], c["expected"]) for c in result.culprits
+    ] == [("a", "2025-03-02", "conversions_without_spend", 2, 0)]
+
+
+def test_split_days_pass_on_consistent_days():
+    rows = [day("a", date(2025, 3, i), leads=1) for i in range(1, 5)] + [idle("a", date(2025, 3, 5))]
+    assert split_days(days_frame(rows)).passed
+
+
+# --- quality score ----------------------------------------------------------------------------------------------
+
+
+def test_quality_scores_deduct_per_violated_rule_and_keep_the_index():
+    d = date(2025, 3, 1)
+    rows = [day("a", d + timedelta(days=i)) for i in range(6)]  # CTR 2 %, CPC 0.5, spend 50
+    rows.append(day("a", date(2025, 3, 7), impressions=100_000, clicks=50))  # CTR 0.05 %, CPC 1.0
+    rows.append(day("a", date(2025, 3, 8), spend=400.0, clicks=100))  # 8x median spend, CPC 4
+    rows.append(day("a", date(2025, 3, 9), spend=2.0, impressions=1000, clicks=200))  # CTR 20 %, CPC 0.01
+    rows.append(idle("a", date(2025, 3, 10)))
+    frame = days_frame(rows)
+    frame.index = [f"r{i % 4}" for i in range(len(frame))]  # repeated labels stay aligned by position
+    scores = quality_scores(frame, {})
+    assert list(scores.index) == list(frame.index)
+    assert scores.tolist() == [100.0] * 6 + [75.0, 75.0, 50.0, 100.0]
+
+    strict = quality_scores(frame, {"a": Thresholds(max_daily_spend=40.0, cpc_max=0.9)})
+    assert strict.tolist() == [75.0] * 6 + [25.0, 50.0, 50.0, 100.0]
+
+    summary = quality_summary(frame, scores)
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["per_client"] == {"a": pytest.approx(sum(scores) / len(scores), abs=0.01)}
+    assert summary["days_below_100"] == 3 and summary["lowest_client"] == "a"
+
+
+def test_quality_scores_judge_each_client_against_its_own_median():
+    rows = [day("small", date(2025, 3, i), spend=10.0, clicks=20) for i in range(1, 6)]
+    rows += [
+        day("big", date(2025, 3, i), spend=1000.0, impressions=500_000, clicks=2000) for i in range(1, 6)
+    ]
+    assert (quality_scores(days_frame(rows), {}) == 100.0).all()
+
+
+# --- anomalies --------------------------------------------------------------------------------------------------
+
+
+def history(client_id: str, n: int, *, start=date(2025, 1, 1)) -> list[dict]:
+    """Days that wobble in a repeating pattern, so no day of it is 3σ from its neighbours."""
+    return [
+        day(
+            client_id,
+            start + timedelta(days=i),
+            spend=100.0 + 5 * ((3 * i) % 5 - 2),
+            clicks=200 + 5 * ((2 * i) % 5 - 2),
+            leads=3 + i % 3,
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_spike_far_from_the_trailing_window_is_an_anomaly():
+    rows = history("a", 20) + history("calm", 21)
+    rows.append(day("a", date(2025, 1, 21), spend=400.0, clicks=200, leads=4))
+    result = anomalies(days_frame(rows))
+    assert not result.passed and result.severity is Severity.WARN
+    [hit] = result.culprits
+    assert (hit["client_id"], hit["kpi_date"], hit["rule"], hit["observed"]) == (
+        "a",
+        "2025-01-21",
+        "spend_anomaly",
+        400.0,
+    )
+    prior = pd.Series([r["spend"] for r in rows[6:20]])  # the 14 days before, the day itself excluded
+    assert hit["expected"] == pytest.approx(prior.mean(), abs=1e-3)
+    assert hit["std"] == pytest.approx(prior.std(), abs=1e-3)
+    assert hit["z"] == pytest.approx((400 - prior.mean()) / prior.std(), abs=0.01)
+    meta = assert_json(result)
+    assert meta["n_spend_anomalies"] == 1 and meta["n_clicks_anomalies"] == 0
+
+
+def test_anomalies_need_min_history_and_see_conversions():
+    rows = history("a", 5)
+    rows.append(day("a", date(2025, 1, 6), spend=10_000.0))
+    assert anomalies(days_frame(rows)).passed  # five days of history are not enough
+
+    rows = history("a", 20)
+    rows.append(day("a", date(2025, 1, 21), spend=100.0, clicks=200, leads=40, calls=10))
+    [hit] = anomalies(days_frame(rows)).culprits
+    assert (hit["rule"], hit["observed"]) == ("conversions_anomaly", 50.0)
+
+
+def test_a_constant_history_does_not_divide_by_zero():
+    rows = [
+        day("flat", date(2025, 1, 1) + timedelta(days=i), spend=100.0, clicks=200, leads=0) for i in range(20)
+    ]
+    rows.append(day("flat", date(2025, 1, 21), spend=100.0, clicks=200, leads=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = anomalies(days_frame(rows))
+    assert result.passed
+    assert result.metadata()["max_abs_z"] == 0.0
+
+
+def test_anomalies_over_200_clients_and_a_year_are_fast():
+    rng = np.random.default_rng(0)
+    n_clients, n_days = 200, 365
+    dates = [date(2024, 1, 1) + timedelta(days=i) for i in range(n_days)]
+    frame = pd.DataFrame(
+        {
+            "client_id": np.repeat([f"c{i:03d}" for i in range(n_clients)], n_days),
+            "kpi_date": dates * n_clients,
+            "spend": rng.normal(100, 10, n_clients * n_days).round(2),
+            "impressions": 10_000,
+            "clicks": rng.integers(150, 250, n_clients * n_days),
+            **{
+                c: rng.integers(0, 3, n_clients * n_days)
+                for c in ("calls", "contacts", "leads", "reservations")
+            },
+            "reservation_value": 0.0,
+        }
+    )
+    t0 = time.perf_counter()
+    result = anomalies(frame)
+    assert time.perf_counter() - t0 < 5.0
+    assert result.days_checked == n_clients * (n_days - 7)
+
+
+# --- reconciliation ---------------------------------------------------------------------------------------------
+
+
+def campaign_rows() -> pd.DataFrame:
+    base = {
+        "client_id": "a",
+        "impressions": 1000,
+        "clicks": 10,
+        "calls": 0,
+        "contacts": 0,
+        "leads": 1,
+        "reservations": 0,
+        "reservation_value": 0.0,
+    }
+    return pd.DataFrame(
+        [
+            base | {"kpi_date": date(2025, 3, 1), "campaign_id": "c1", "spend": 10.01},
+            base | {"kpi_date": date(2025, 3, 1), "campaign_id": "c2", "spend": 20.02},
+            base | {"kpi_date": date(2025, 3, 2), "campaign_id": "c1", "spend": 5.0},
+        ]
+    )
+
+
+def daily_rows() -> pd.DataFrame:
+    return days_frame(
+        [
+            day("a", date(2025, 3, 1), spend=30.03, impressions=2000, clicks=20, campaign_count=2),
+            day("a", date(2025, 3, 2), spend=5.0, impressions=1000, clicks=10, leads=1),
+            idle("a", date(2025, 3, 3)),
+        ]
+    ).assign(leads=[2, 1, 0])
+
+
+def test_campaigns_that_sum_to_the_totals_reconcile():
+    result = reconcile_campaigns(campaign_rows(), daily_rows())
+    assert result.passed and result.rows_checked == 3
+    assert assert_json(result)["n_mismatches"] == 0
+
+
+def test_reconciliation_names_the_day_column_and_both_numbers():
+    days = daily_rows()
+    days.loc[0, "spend"] = 30.035  # inside the money tolerance
+    days.loc[1, "clicks"] = 11
+    days.loc[2, "impressions"] = 7  # an idle day must be all zeros
+    campaigns = pd.concat([campaign_rows(), campaign_rows().iloc[[2]].assign(kpi_date=date(2025, 3, 4))])
+    result = reconcile_campaigns(campaigns, days)
+    assert not result.passed and result.severity is Severity.ERROR
+    got = [(c["kpi_date"], c["column"], c["observed"], c["expected"]) for c in result.culprits]
+    assert got == [
+        ("2025-03-02", "clicks", 11.0, 10.0),
+        ("2025-03-03", "impressions", 7.0, 0.0),
+        ("2025-03-04", "row", 0, 1),
+    ]
+    assert all(c["rule"] == "campaigns_reconcile" and c["client_id"] == "a" for c in result.culprits)
+    meta = assert_json(result)
+    assert meta["n_clicks_mismatches"] == 1 and meta["n_row_mismatches"] == 1
+
+
+def test_monthly_rows_equal_the_sum_of_their_days():
+    days = days_frame(
+        [day("a", date(2025, 2, 1) + timedelta(days=i), spend=10.0) for i in range(27)]
+        + [idle("a", date(2025, 2, 28))]
+        + [day("a", date(2025, 3, 1))]
+    )
+    month = {
+        "client_id": "a",
+        "month": date(2025, 2, 1),
+        "spend": 270.0,
+        "impressions": 27 * 5000,
+        "clicks": 2700,
+        "calls": 0,
+        "contacts": 0,
+        "leads": 54,
+        "reservations": 0,
+        "reservation_value": 0.0,
+        "days_present": 28,
+        "idle_days": 1,
+    }
+    assert reconcile_months(pd.DataFrame([month]), days).passed
+
+    wrong = pd.DataFrame([month | {"spend": 280.0, "days_present": 27}])
+    result = reconcile_months(wrong, days)
+    assert [(c["kpi_date"], c["column"], c["observed"], c["expected"]) for c in result.culprits] == [
+        ("2025-02-01", "days_present", 27.0, 28.0),
+        ("2025-02-01", "spend", 280.0, 270.0),
+    ]
+    assert result.severity is Severity.ERROR
+
+
+# --- freshness --------------------------------------------------------------------------------------------------
+
+WARSAW = ZoneInfo("Europe/Warsaw")
+
+
+def test_before_the_deadline_the_day_before_yesterday_is_enough():
+    now = {"a": datetime(2025, 4, 2, 8, 59, tzinfo=WARSAW)}
+    assert freshness({"a": date(2025, 3, 31)}, active_clients=["a"], now_by_client=now).passed
+    late = freshness(
+        {"a": date(2025, 3, 31)},
+        active_clients=["a"],
+        now_by_client={"a": datetime(2025, 4, 2, 9, 0, tzinfo=WARSAW)},
+    )
+    assert not late.passed and late.severity is Severity.WARN
+    assert late.culprits == [
+        {
+            "client_id": "a",
+            "kpi_date": "2025-04-01",
+            "rule": "freshness",
+            "observed": "2025-03-31",
+            "expected": "2025-04-01",
+            "hours_late": 0.0,
+            "days_behind": 1,
+        }
+    ]
+
+
+def test_freshness_uses_each_clients_local_time_and_counts_real_hours():
+    last = {"pl": date(2025, 3, 27), "nz": date(2025, 3, 30), "never": None, "inactive": None}
+    now = {
+        # 2025-03-28 fell due on 03-29 09:00 CET; DST began on 03-30, so 10:30 CEST on 03-31 is 48.5 h later.
+        "pl": datetime(2025, 3, 31, 10, 30, tzinfo=WARSAW),
+        "nz": datetime(2025, 4, 1, 7, 0, tzinfo=ZoneInfo("Pacific/Auckland")),
+        "never": datetime(2025, 3, 31, 12, 0, tzinfo=WARSAW),
+    }
+    result = freshness(last, active_clients=["pl", "nz", "never"], now_by_client=now)
+    late = {c["client_id"]: c for c in result.culprits}
+    assert set(late) == {"pl", "never"}
+    assert (
+        late["pl"]["observed"],
+        late["pl"]["expected"],
+        late["pl"]["hours_late"],
+        late["pl"]["days_behind"],
+    ) == ("2025-03-27", "2025-03-30", 48.5, 3)
+    assert (late["never"]["observed"], late["never"]["expected"], late["never"]["hours_late"]) == (
+        None,
+        "2025-03-30",
+        3.0,
+    )
+    meta = assert_json(result)
+    assert meta["n_late_clients"] == 2 and meta["max_hours_late"] == 48.5
+    assert meta["fresh_pct"] == pytest.approx(100 / 3, abs=0.01)
+
+
+def test_freshness_requires_a_local_time_for_every_active_client():
+    with pytest.raises(ValueError, match="missing"):
+        freshness({}, active_clients=["missing"], now_by_client={})

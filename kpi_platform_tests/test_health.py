@@ -1,0 +1,359 @@
+"""The health report on a known dataset: numbers per check, status thresholds, scoring, JSON shape and CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from dagster._core.execution.backfill import (  # PRIVATE: no public way to add one
+    BulkActionStatus,
+    PartitionBackfill,
+)
+
+from kpi_platform import cli
+from kpi_platform.automation import CollectionRequest
+from kpi_platform.definitions import defs
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.health import (
+    HEALTH_CHECKS,
+    HealthCheck,
+    HealthReport,
+    HealthStatus,
+    build_health_report,
+    clients_from_warehouse,
+)
+from kpi_platform.warehouse import schema
+from kpi_platform_tests.conftest import create_temp_database
+from kpi_platform_tests.defs.conftest import Platform, make_platform
+
+# 12:00 UTC is 13:00 or 14:00 in Warsaw: past the 09:00 deadline, so yesterday is due for both clients.
+TODAY = datetime.now(UTC).date()
+NOW = datetime.combine(TODAY, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+YESTERDAY = TODAY - timedelta(days=1)
+CONTRACT = dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)
+COMPLETENESS = dg.AssetCheckKey(CLIENT_DAILY_KPIS, "completeness_meets_target")
+NEVER_RUN = dg.AssetCheckKey(dg.AssetKey(["platform", "probe"]), "never_run")
+
+
+@pytest.fixture
+def platform(request, tmp_path, monkeypatch) -> Iterator[Platform]:
+    """SQLite unless a test asks for `postgresql` (indirect parametrization)."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        url, drop = create_temp_database()
+        try:
+            yield from make_platform(tmp_path, monkeypatch, url)
+        finally:
+            drop()
+    else:
+        yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+
+
+@pytest.fixture
+def collected(platform) -> Platform:
+    """Both clients collected for the 35 days before today, each last collected 3 hours before NOW."""
+    for client_id in ("acme", "globex"):
+        assert platform.collect(client_id, TODAY - timedelta(days=35), YESTERDAY).success
+        set_fetched_at(platform, client_id, NOW - timedelta(hours=3))
+    return platform
+
+
+def set_fetched_at(platform: Platform, client_id: str, at: datetime) -> None:
+    table = schema.client_daily_kpis
+    with platform.warehouse.engine.begin() as conn:
+        conn.execute(table.update().where(table.c.client_id == client_id).values(fetched_at=at))
+
+
+def delete_day(platform: Platform, client_id: str, day) -> None:
+    with platform.warehouse.engine.begin() as conn:
+        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+            conn.execute(sa.delete(table).where(table.c.client_id == client_id, table.c.kpi_date == day))
+
+
+def make_split_day(platform: Platform, client_id: str, day) -> None:
+    """Conversions stored without spend: always a split day."""
+    table = schema.client_daily_kpis
+    with platform.warehouse.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.client_id == client_id, table.c.kpi_date == day)
+            .values(spend=0, clicks=0, impressions=0, leads=7)
+        )
+
+
+def set_breaker(platform: Platform, name: str, state: str) -> None:
+    with platform.warehouse.engine.begin() as conn:
+        conn.execute(
+            schema.circuit_breakers.insert().values(
+                name=name, state=state, fail_counter=5, opened_at=NOW - timedelta(minutes=5), updated_at=NOW
+            )
+        )
+
+
+def report(platform: Platform, *, check_keys=(CONTRACT,), instance=True) -> HealthReport:
+    return build_health_report(
+        warehouse=platform.warehouse,
+        instance=platform.instance if instance else None,
+        clients=clients_from_warehouse(platform.warehouse),
+        now_utc=NOW,
+        check_keys=check_keys,
+    )
+
+
+def test_complete_recent_data_is_healthy_with_full_score(collected):
+    result = report(collected)
+    assert [c.name for c in result.checks] == [spec.name for spec in HEALTH_CHECKS]
+    assert result.status == HealthStatus.HEALTHY
+    assert result.score == 100.0
+    assert result.exit_code() == 0
+    assert result.metrics() == {
+        "clients_collected_yesterday": 2,
+        "clients_active": 2,
+        "clients_overdue_yesterday": 0,
+        "missing_days_7d": 0,
+        "missing_days_30d": 0,
+        "split_days": 0,
+        "clients_never_collected": 0,
+        "max_hours_since_collection": 3.0,
+        "failed_checks": 0,
+        "checks_never_evaluated": 0,
+        "open_breakers": 0,
+        "runs_in_progress": 0,
+        "runs_queued": 0,
+        "runs_running": 0,
+        "backfills_in_progress": 0,
+    }
+    assert result.check("asset_checks").summary == "1/1 passed"
+
+
+@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
+def test_known_problems_are_counted_per_check(collected):
+    platform = collected
+    # acme: one day missing in the last 7, another only in the last 30; one split day.
+    delete_day(platform, "acme", TODAY - timedelta(days=3))
+    delete_day(platform, "acme", TODAY - timedelta(days=20))
+    make_split_day(platform, "acme", TODAY - timedelta(days=10))
+    # globex: yesterday missing, last collected 30 h ago, its ad account's breaker open.
+    delete_day(platform, "globex", YESTERDAY)
+    set_fetched_at(platform, "globex", NOW - timedelta(hours=30))
+    set_breaker(platform, "meta_api:act_100000000002", "open")
+    set_breaker(platform, "meta_api:act_999999999999", "open")  # no active client uses it: ignored
+    # One run queued, one backfill requested, the completeness check failed (ERROR, not blocking).
+    job = platform.defs().resolve_job_def("daily_collection_job")
+    queued = CollectionRequest("acme", YESTERDAY, YESTERDAY, run_key="", reason="test").tags()
+    platform.instance.create_run_for_job(job_def=job, tags=queued)  # NOT_STARTED: created, waiting
+    platform.instance.add_backfill(
+        PartitionBackfill(
+            backfill_id="bf1", status=BulkActionStatus.REQUESTED, from_failure=False, tags={},
+            backfill_timestamp=time.time(), partition_names=["acme|2025-01-01"],
+        )
+    )
+    checks_job = platform.defs().resolve_job_def("warehouse_checks_job")
+    assert checks_job.execute_in_process(instance=platform.instance, raise_on_error=False).success
+
+    result = report(platform, check_keys=(CONTRACT, COMPLETENESS, NEVER_RUN))
+    metrics = result.metrics()
+    assert metrics["clients_collected_yesterday"] == 1
+    assert metrics["clients_overdue_yesterday"] == 1
+    assert metrics["missing_days_7d"] == 2  # acme today-3, globex yesterday
+    assert metrics["missing_days_30d"] == 3
+    assert metrics["split_days"] == 1
+    assert metrics["max_hours_since_collection"] == 30.0
+    assert metrics["failed_checks"] == 1
+    assert metrics["checks_never_evaluated"] == 1
+    assert metrics["open_breakers"] == 1
+    assert metrics["runs_in_progress"] == 1 and metrics["runs_queued"] == 1
+    assert metrics["backfills_in_progress"] == 1
+
+    statuses = {c.name: c.status for c in result.checks}
+    assert statuses == {
+        "yesterday_collection": HealthStatus.DEGRADED,
+        "missing_days": HealthStatus.DEGRADED,
+        "split_days": HealthStatus.DEGRADED,
+        "hours_since_collection": HealthStatus.DEGRADED,
+        "asset_checks": HealthStatus.DEGRADED,
+        "circuit_breakers": HealthStatus.DEGRADED,
+        "in_progress": HealthStatus.HEALTHY,
+    }
+    assert result.status == HealthStatus.DEGRADED and result.exit_code() == 1
+    assert 0 < result.score < 100
+    missing = result.check("missing_days").details["per_client"]
+    assert missing["acme"]["missing_dates"] == [
+        (TODAY - timedelta(days=20)).isoformat(),
+        (TODAY - timedelta(days=3)).isoformat(),
+    ]
+    assert result.check("yesterday_collection").details["overdue"] == ["globex"]
+    assert result.check("split_days").details["days_by_client"] == {"acme": [(TODAY - timedelta(days=10)).isoformat()]}
+    assert result.check("circuit_breakers").details["clients_blocked"] == ["globex"]
+    assert "completeness_meets_target (ERROR)" in result.check("asset_checks").summary
+
+
+def test_unhealthy_thresholds(collected):
+    platform = collected
+    # Three of acme's last 7 days missing: gap healing has not caught up.
+    for days_ago in (2, 3, 4):
+        delete_day(platform, "acme", TODAY - timedelta(days=days_ago))
+    result = report(platform)
+    assert result.check("missing_days").status == HealthStatus.UNHEALTHY
+    assert result.check("yesterday_collection").status == HealthStatus.HEALTHY
+    assert result.status == HealthStatus.UNHEALTHY and result.exit_code() == 2
+
+    # Nobody collected yesterday; more than 50 h since the last collection; the API-wide breaker open.
+    delete_day(platform, "globex", YESTERDAY)
+    delete_day(platform, "acme", YESTERDAY)
+    set_fetched_at(platform, "globex", NOW - timedelta(hours=51))
+    set_breaker(platform, "meta_api", "half-open")
+    result = report(platform)
+    assert result.check("yesterday_collection").status == HealthStatus.UNHEALTHY
+    assert result.check("hours_since_collection").status == HealthStatus.UNHEALTHY
+    assert result.check("hours_since_collection").details["per_client"]["acme"]["status"] == "healthy"
+    assert result.check("circuit_breakers").status == HealthStatus.UNHEALTHY
+    assert result.check("circuit_breakers").score == 0.0
+
+
+def test_failed_checks_by_severity_warn_healthy_blocking_unhealthy(collected):
+    probe_key = dg.AssetKey(["platform", "probe"])
+
+    @dg.asset(
+        key=probe_key,
+        check_specs=[dg.AssetCheckSpec("hint", asset=probe_key), dg.AssetCheckSpec("gate", asset=probe_key, blocking=True)],
+    )
+    def probe():
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(check_name="hint", passed=False, severity=dg.AssetCheckSeverity.WARN)
+        yield dg.AssetCheckResult(check_name="gate", passed=False)
+
+    dg.materialize([probe], instance=collected.instance, raise_on_error=False)
+    hint, gate = dg.AssetCheckKey(probe_key, "hint"), dg.AssetCheckKey(probe_key, "gate")
+
+    warned = report(collected, check_keys=(CONTRACT, hint)).check("asset_checks")
+    assert warned.status == HealthStatus.HEALTHY
+    assert (warned.metrics["failed_checks"], warned.score) == (1, 50.0)
+    assert warned.summary == "1/2 failed: platform/probe:hint (WARN)"
+
+    blocked = report(collected, check_keys=(CONTRACT, gate)).check("asset_checks")
+    assert blocked.status == HealthStatus.UNHEALTHY
+    assert blocked.details["failed"][0]["check"] == "platform/probe:gate"
+    assert blocked.details["failed"][0]["blocking"] is True
+
+
+def test_a_check_planned_in_a_failed_run_is_judged_by_its_previous_result(collected):
+    # A collection that fails on the API before validating leaves the contract check planned without a result.
+    failed = collected.collect("acme", YESTERDAY, YESTERDAY, simulator_faults_json='{"fail_page": 1, "fail_page_error": 190}')
+    assert not failed.success
+    check = report(collected).check("asset_checks")
+    assert check.status == HealthStatus.HEALTHY
+    assert check.details["passed"] == [CONTRACT.to_user_string()]
+    assert check.details["latest_without_result"][0]["run_id"] == failed.run_id
+
+
+def test_without_an_instance_only_warehouse_checks_are_reported(collected):
+    result = report(collected, instance=False)
+    assert "asset_checks" not in {c.name for c in result.checks}
+    assert "in_progress" not in {c.name for c in result.checks}
+    assert result.status == HealthStatus.HEALTHY
+
+
+def test_inactive_clients_are_not_judged(platform):
+    assert platform.collect("acme", TODAY - timedelta(days=35), YESTERDAY).success
+    set_fetched_at(platform, "acme", NOW - timedelta(hours=1))
+    row = platform.warehouse.get_client("globex")
+    platform.warehouse.upsert_clients([{k: row[k] for k in ("client_id", "name", "ad_account_id", "currency",
+                                                              "timezone", "settings")} | {"active": False}])
+    result = report(platform)
+    assert result.metrics()["clients_active"] == 1
+    assert result.status == HealthStatus.HEALTHY
+
+
+def test_scoring_is_a_weighted_mean_and_status_the_worst_check():
+    checks = [
+        HealthCheck("a", HealthStatus.HEALTHY, 100.0, "", weight=3.0),
+        HealthCheck("b", HealthStatus.UNHEALTHY, 0.0, "", weight=1.0),
+        HealthCheck("info", HealthStatus.HEALTHY, 0.0, "", weight=0.0),
+    ]
+    result = HealthReport.from_checks(checks, generated_at=NOW)
+    assert result.score == 75.0
+    assert result.status == HealthStatus.UNHEALTHY
+
+
+def test_a_check_that_raises_is_reported_unhealthy_without_hiding_the_others(collected):
+    with collected.warehouse.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE circuit_breakers"))
+    result = report(collected)
+    assert result.check("circuit_breakers").status == HealthStatus.HEALTHY  # no table: no breakers
+    with collected.warehouse.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE circuit_breakers (name TEXT)"))
+    result = report(collected)
+    broken = result.check("circuit_breakers")
+    assert broken.status == HealthStatus.UNHEALTHY and broken.summary.startswith("could not be evaluated: ")
+    assert result.check("missing_days").status == HealthStatus.HEALTHY
+
+
+def test_json_shape_and_markdown(collected):
+    set_breaker(collected, "meta_api:act_100000000001", "open")
+    result = report(collected)
+    data = json.loads(result.to_json())
+    assert set(data) == {"status", "score", "generated_at", "metrics", "checks"}
+    assert data["status"] == "degraded"
+    assert datetime.fromisoformat(data["generated_at"]) == NOW
+    assert {"name", "status", "score", "weight", "summary", "metrics", "details"} == set(data["checks"][0])
+    breakers = next(c for c in data["checks"] if c["name"] == "circuit_breakers")
+    assert breakers["details"]["breakers"][0]["opened_at"] == (NOW - timedelta(minutes=5)).isoformat()
+    markdown = result.to_markdown()
+    assert "| check | status | summary |" in markdown
+    assert "| circuit_breakers | degraded | meta_api:act_100000000001 open since" in markdown
+    assert result.to_text().startswith("KPI platform health: DEGRADED")
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------------
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(["health", *args])
+    return code, capsys.readouterr().out
+
+
+def test_cli_exit_codes_follow_the_status(platform, tmp_path, monkeypatch, capsys):
+    # make_platform pointed KPI_DATA_DIR, KPI_WAREHOUSE_URL and KPI_CLIENTS_FILE at tmp_path.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    for client_id in ("acme", "globex"):
+        assert platform.collect(client_id, TODAY - timedelta(days=35), YESTERDAY).success
+
+    code, out = run_cli(capsys, "--json")
+    data = json.loads(out)
+    assert (code, data["status"]) == (0, "healthy")
+    assert data["metrics"]["clients_active"] == 2
+    # The CLI judges every asset check of the code location; its own instance has evaluated none yet.
+    assert data["metrics"]["checks_never_evaluated"] == len(defs.resolve_asset_graph().asset_check_keys) > 0
+
+    set_breaker(platform, "meta_api:act_100000000001", "open")
+    code, out = run_cli(capsys)
+    assert code == 1
+    assert out.startswith("warehouse: sqlite:///")
+    assert "KPI platform health: DEGRADED" in out
+
+    set_breaker(platform, "meta_api", "open")
+    code, out = run_cli(capsys, "--json")
+    assert (code, json.loads(out)["status"]) == (2, "unhealthy")
+
+
+def test_cli_reports_a_missing_warehouse_as_unhealthy(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KPI_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'nothing.sqlite'}")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    code, out = run_cli(capsys, "--json")
+    data = json.loads(out)
+    assert code == 2
+    assert data["checks"][0]["name"] == "warehouse"
+    assert "no warehouse at" in data["checks"][0]["summary"]
+
+
+def test_cli_never_prints_the_warehouse_password(platform, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KPI_WAREHOUSE_URL", "postgresql://kpi:s3cret-pw@127.0.0.1:1/kpi")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    code, out = run_cli(capsys)
+    assert code == 2
+    assert "s3cret-pw" not in out + capsys.readouterr().err
