@@ -10,7 +10,7 @@ from kpi_platform import settings
 
 
 def ensure_dagster_home() -> Path:
-    """Use DAGSTER_HOME if set; otherwise the local data folder, seeded with the top-level dagster.yaml.
+    """Use DAGSTER_HOME if set; otherwise the local data folder, seeded once with the top-level dagster.yaml.
 
     The same folder is what `kpi-platform ui` starts the webserver on, so the UI shows the runs the quickstart made.
     """
@@ -23,8 +23,10 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     template = settings.project_root() / "dagster.yaml"
     target = home / "dagster.yaml"
+    # Seeded once: after that the file is the operator's (the README tells them to add PostgreSQL storage to it),
+    # so an edit is never overwritten by the template.
     if template.exists():
-        if not target.exists() or target.read_bytes() != template.read_bytes():
+        if not target.exists():
             shutil.copyfile(template, target)
     elif not target.exists():
         target.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")

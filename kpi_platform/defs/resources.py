@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
@@ -101,7 +102,9 @@ class MetaApiResource(dg.ConfigurableResource):
         """A client for one run; `accounts` (ad account id → currency) tells the simulator each account's currency."""
         token = os.environ.get(self.token_env_var, "")
         if not token:
-            if not self.uses_in_process_simulator() and "graph.facebook.com" in self.resolved_url():
+            if not self.uses_in_process_simulator() and not _is_loopback(self.resolved_url()):
+                # Only a simulator (in process, or served on this machine) takes the placeholder token; any other
+                # URL may be the real API or a proxy to it, which must never be called without a real token.
                 raise MissingTokenError(
                     f"no Meta access token: set {self.token_env_var} to a system-user token with ads_read "
                     "(see README, 'Switching to the real Meta API')"
@@ -114,6 +117,11 @@ class MetaApiResource(dg.ConfigurableResource):
             timeout=(self.connect_timeout_s, self.read_timeout_s),
             max_attempts=self.max_attempts,
         )
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def simulator_config(accounts: Mapping[str, str] | None) -> SimulatorConfig:

@@ -255,4 +255,7 @@ def classify(
         return TransientError(f"{who}Meta reported a temporary error {detail}", **fields)
     if code == ASYNC_FAILED_CODE:
         return AsyncReportFailed(f"{who}Meta async report failed {detail}", **fields)
+    if status_code >= 500:
+        # An error code we do not know, on a server error: Meta's own outages answer this way, so retry it.
+        return TransientError(f"{who}Meta answered HTTP {status_code} {detail}", **fields)
     return MetaRequestError(f"{who}Meta refused the request {detail}", **fields)

@@ -34,6 +34,7 @@ KPI_COLUMNS: tuple[str, ...] = (
     "days_present",
     "days_expected",
     "currency",
+    "source",
     "spend",
     "impressions",
     "clicks",
@@ -310,11 +311,11 @@ QUERY_WORK_MEM = "64MB"
 
 
 def _kpi_select(grain: str, dialect: str) -> sa.Select:
-    """client_id, period, currency and the sums per client × period × currency, unordered.
+    """client_id, period, currency, source and the sums per client × period × currency × source, unordered.
 
     The daily grain reads the rows as they are (the primary key already makes client × day unique) with
     `delivery`; the others aggregate in SQL, adding days_present and idle_days, so only one row per
-    client × period × currency leaves the database.
+    client × period × currency × source leaves the database.
     """
     table = schema.client_daily_kpis
     if grain == "daily":
@@ -323,6 +324,7 @@ def _kpi_select(grain: str, dialect: str) -> sa.Select:
             table.c.client_id,
             table.c.kpi_date.label("period"),
             table.c.currency,
+            table.c.source,
             *(table.c[name] for name in SUM_COLUMNS),
             table.c.delivery,
         )
@@ -335,12 +337,13 @@ def _kpi_select(grain: str, dialect: str) -> sa.Select:
         table.c.client_id,
         period,
         table.c.currency,
+        table.c.source,
         sa.cast(sa.func.count(), sa.Integer).label("days_present"),
         *sums,
         sa.cast(sa.func.sum(sa.case((table.c.delivery == "idle", 1), else_=0)), sa.Integer).label(
             "idle_days"
         ),
-    ).group_by(table.c.client_id, period, table.c.currency)
+    ).group_by(table.c.client_id, period, table.c.currency, table.c.source)
 
 
 def _read_frame(conn: sa.Connection, query: sa.Select) -> pd.DataFrame:
@@ -389,7 +392,8 @@ def _finish_kpi_frame(frame: pd.DataFrame, periods: pd.DataFrame) -> pd.DataFram
     client_codes, clients = pd.factorize(frame["client_id"], sort=True)
     period_codes, period_keys = pd.factorize(frame["period"], sort=True)
     currency_codes, currencies = pd.factorize(frame["currency"], sort=True)
-    order = np.lexsort((currency_codes, period_codes, client_codes))
+    source_codes, sources = pd.factorize(frame["source"], sort=True)
+    order = np.lexsort((source_codes, currency_codes, period_codes, client_codes))
     period_codes = period_codes[order]
     parsed = [u if isinstance(u, date) else date.fromisoformat(str(u)) for u in period_keys]
     bounds = periods.set_index("period").loc[parsed]
@@ -411,6 +415,7 @@ def _finish_kpi_frame(frame: pd.DataFrame, periods: pd.DataFrame) -> pd.DataFram
         out["idle_days"] = column("idle_days", "int64")
     out["days_expected"] = bounds["days_expected"].to_numpy(dtype="int64")[period_codes]
     out["currency"] = np.asarray(currencies, dtype=object)[currency_codes[order]]
+    out["source"] = np.asarray(sources, dtype=object)[source_codes[order]]
     for name in SUM_COLUMNS:
         out[name] = np.round(column(name, "float64"), 2) if name in _MONEY_COLUMNS else column(name, "int64")
     impressions, clicks = out["impressions"], out["clicks"]
@@ -433,7 +438,8 @@ def query_kpis(
 
     Counts and money are summed over the present days; ctr_pct and cpc are recomputed from the sums (None
     without impressions / clicks). Money of different currencies is never added: a client whose currency
-    changed within a period has one row per currency. Without `client_ids`, the clients expected to have
+    changed within a period has one row per currency, and simulated days are never added to real ones: each
+    row carries its `source` (`simulator` or `meta_api`), one row per source. Without `client_ids`, the clients expected to have
     data are the active ones plus any with rows in the range. Unknown client ids raise InvalidQueryError.
     """
     first, last = validate_range(start, end, allow_long_range=allow_long_range)

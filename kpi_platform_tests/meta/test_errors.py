@@ -62,6 +62,9 @@ def buc_header(*minutes: float) -> dict[str, str]:
         (400, envelope(100, 33, is_transient=True), TransientError),
         (500, None, TransientError),
         (503, {"unexpected": "html error page"}, TransientError),
+        # A code we do not know, on a server error, is an outage: retried. On a 4xx it is a refusal.
+        (502, envelope(123456), TransientError),
+        (400, envelope(123456), MetaRequestError),
         # Code 2 with invalid breakdowns / metrics is not transient.
         (400, envelope(2, 1504041), MetaRequestError),
         (400, envelope(2, 1504042), MetaRequestError),

@@ -174,6 +174,22 @@ def test_money_of_two_currencies_is_never_added(warehouse):
     assert result.complete
 
 
+def test_simulated_days_are_never_added_to_real_ones(warehouse):
+    real = [
+        {**day_row("cafe", d), "source": settings.SOURCE_META} for d in span(date(2026, 1, 1), date(2026, 1, 3))
+    ]
+    simulated = [day_row("cafe", d) for d in span(date(2026, 1, 4), date(2026, 1, 5))]
+    store_days(warehouse, "cafe", real + simulated)
+    result = query_kpis(warehouse, start="2026-01-01", end="2026-01-05", grain="monthly", client_ids=["cafe"])
+    assert [(r["source"], r["days_present"]) for r in result.to_records()] == [
+        (settings.SOURCE_META, 3),
+        (settings.SOURCE_SIMULATOR, 2),
+    ]
+    assert result.complete
+    daily = query_kpis(warehouse, start="2026-01-03", end="2026-01-04", client_ids=["cafe"])
+    assert [r["source"] for r in daily.to_records()] == [settings.SOURCE_META, settings.SOURCE_SIMULATOR]
+
+
 def test_all_clients_expects_active_ones_and_names_clients_without_data(warehouse):
     result = query_kpis(warehouse, start="2026-01-01", end="2026-01-31", grain="monthly")
     assert sorted(set(result.frame["client_id"])) == ["acme", "bistro"]
