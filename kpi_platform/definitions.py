@@ -24,6 +24,7 @@ from kpi_platform.defs.checks import (
 )
 from kpi_platform.defs.health import HEALTH_ASSETS, HEALTH_JOBS, HEALTH_SCHEDULES
 from kpi_platform.defs.jobs import daily_collection_job, monthly_summary_job
+from kpi_platform.defs.month_closing import month_finalizing_schedule
 from kpi_platform.defs.resources import default_resources
 from kpi_platform.defs.schedules import daily_collection_schedule
 from kpi_platform.defs.sensors import build_gap_healing_sensor, clients_sync_sensor, kpi_automation_sensor
@@ -52,6 +53,7 @@ def build_defs(
         jobs=[daily_collection_job, monthly_summary_job, warehouse_checks_job, activity_snapshot_job, *HEALTH_JOBS],
         schedules=[
             daily_collection_schedule,
+            month_finalizing_schedule,
             warehouse_checks_schedule,
             activity_snapshot_schedule,
             *HEALTH_SCHEDULES,

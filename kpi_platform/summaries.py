@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pandas as pd
+
 from kpi_platform import settings
 from kpi_platform.warehouse import Warehouse
 
@@ -80,3 +82,16 @@ def build_monthly_summary(
     }
     warehouse.upsert_monthly_summary(row)
     return MonthlySummary(client_id=client_id, month=month, row=row)
+
+
+def months_due_final(monthly: pd.DataFrame, today: date) -> list[tuple[str, date]]:
+    """(client_id, month) of the stored summaries still `provisional` although their restatement window has
+    passed: nothing else re-runs a month after its last restatement, so without this it would stay provisional."""
+    if monthly.empty:
+        return []
+    due = []
+    for client_id, month, status in zip(monthly["client_id"], monthly["month"], monthly["status"], strict=True):
+        month = month if isinstance(month, date) else date.fromisoformat(str(month)[:10])
+        if status == "provisional" and month_status(month, today) == "final":
+            due.append((str(client_id), month))
+    return sorted(due)

@@ -67,3 +67,47 @@ def test_provisional_until_28_days_after_month_end():
     october = date(2026, 10, 1)
     assert month_status(october, date(2026, 11, 27)) == "provisional"
     assert month_status(october, date(2026, 11, 28)) == "final"
+
+
+def test_a_provisional_month_turns_final_once_its_restatement_window_has_passed(platform):
+    """A month summarised while Meta could still restate it is re-summarised as final by the daily schedule
+    once 28 days have passed since it ended, even when none of its days changes again."""
+    from datetime import UTC, timedelta
+
+    from kpi_platform.defs.month_closing import month_finalizing_schedule
+    from kpi_platform.summaries import build_monthly_summary, month_end
+
+    today = datetime.now(UTC).date()
+    month = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+    month = (month - timedelta(days=1)).replace(day=1)  # two months back: its window has always passed
+    assert platform.collect("acme", month, month_end(month)).success
+    # Summarised on the month's last day, as a collection ending that day would have done.
+    build_monthly_summary(
+        warehouse=platform.warehouse, client_id="acme", month=month, today=month_end(month), run_id="early"
+    )
+    assert list(platform.warehouse.read_monthly(client_id="acme")["status"]) == ["provisional"]
+
+    defs = platform.defs()
+    resources = {"warehouse": defs.resources["warehouse"]}
+    before = dg.build_schedule_context(
+        instance=platform.instance,
+        scheduled_execution_time=datetime.combine(
+            month_end(month) + timedelta(days=27), datetime.min.time(), tzinfo=UTC
+        ),
+        resources=resources,
+    )
+    assert isinstance(month_finalizing_schedule(before), dg.SkipReason)
+
+    context = dg.build_schedule_context(
+        instance=platform.instance,
+        scheduled_execution_time=datetime.combine(today, datetime.min.time(), tzinfo=UTC),
+        resources=resources,
+    )
+    requests = month_finalizing_schedule(context)
+    key = f"acme|{month.isoformat()}"
+    assert [r.partition_key for r in requests] == [key]
+
+    job = defs.resolve_job_def("monthly_summary_job")
+    assert job.execute_in_process(instance=platform.instance, partition_key=key).success
+    assert list(platform.warehouse.read_monthly(client_id="acme")["status"]) == ["final"]
+    assert isinstance(month_finalizing_schedule(context), dg.SkipReason)
