@@ -21,10 +21,13 @@ from kpi_platform import settings
 CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 AD_ACCOUNT_RE = re.compile(r"^act_[0-9]{1,20}$")
 _CLIENT_FIELDS = {"id", "name", "ad_account_id", "currency", "timezone", "active", "settings"}
+#: The fields of a warehouse `clients` row that the registry owns (Client.to_row).
+_ROW_FIELDS = ("client_id", "name", "ad_account_id", "currency", "timezone", "active", "settings")
 _SETTINGS_FIELDS = {
     "lookback_days",
     "completeness_target",
     "collection_hour",
+    "freshness_deadline_hour",
     "ctr_pct_min",
     "ctr_pct_max",
     "cpc_min",
@@ -46,6 +49,9 @@ class ClientSettings:
     completeness_target: float = settings.DEFAULT_COMPLETENESS_TARGET
     #: Local hour (in the client's timezone) at which the daily collection runs.
     collection_hour: int = 6
+    #: Local hour from which yesterday's data must be stored: the freshness check's deadline and the last day
+    #: of the completeness window.
+    freshness_deadline_hour: int = settings.FRESHNESS_DEADLINE_HOUR
     ctr_pct_min: float = 0.1
     ctr_pct_max: float = 10.0
     cpc_min: float = 0.10
@@ -118,6 +124,13 @@ def _parse_settings(where: str, raw: Any) -> ClientSettings:
         raise _fail(where, "settings.completeness_target", "must be a share in (0, 1], e.g. 0.995")
     if "collection_hour" in values and values["collection_hour"] not in range(24):
         raise _fail(where, "settings.collection_hour", "must be an hour 0-23")
+    deadline = values.get("freshness_deadline_hour")
+    if deadline is not None and not (isinstance(deadline, int) and 0 <= deadline <= 23):
+        raise _fail(
+            where,
+            "settings.freshness_deadline_hour",
+            f"must be a whole hour 0-23 (local time of the client's timezone), got {deadline!r}",
+        )
     merged = ClientSettings(**values)
     if merged.ctr_pct_min >= merged.ctr_pct_max:
         raise _fail(where, "settings.ctr_pct_min", "must be below ctr_pct_max")
@@ -249,6 +262,8 @@ def sync_clients_to_warehouse(
     )
     for row in warehouse.list_clients():
         if row["client_id"] in vanished:
-            rows.append({**row, "active": False})
+            # Only the registry's own fields go back: the stored row also carries created_at / updated_at.
+            kept = {name: row[name] for name in _ROW_FIELDS if name in row}
+            rows.append({**kept, "active": False})
     result = warehouse.upsert_clients(rows)
     return len(result.added), len(result.updated), len(result.unchanged), vanished

@@ -90,7 +90,9 @@ def months_due_final(monthly: pd.DataFrame, today: date) -> list[tuple[str, date
     if monthly.empty:
         return []
     due = []
-    for client_id, month, status in zip(monthly["client_id"], monthly["month"], monthly["status"], strict=True):
+    for client_id, month, status in zip(
+        monthly["client_id"], monthly["month"], monthly["status"], strict=True
+    ):
         month = month if isinstance(month, date) else date.fromisoformat(str(month)[:10])
         if status == "provisional" and month_status(month, today) == "final":
             due.append((str(client_id), month))

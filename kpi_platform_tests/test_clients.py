@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from kpi_platform import settings
 from kpi_platform.clients import Client, ClientConfigError, load_clients, parse_clients, plan_sync
 
 GOOD = {
@@ -33,7 +34,27 @@ def test_defaults_and_overrides():
     assert client.settings.lookback_days == 14
     assert client.settings.cpc_max == 20
     assert client.settings.completeness_target == 0.995
+    assert client.settings.freshness_deadline_hour == settings.FRESHNESS_DEADLINE_HOUR
     assert client.active is True
+
+
+def test_freshness_deadline_hour_is_a_per_client_setting():
+    (client,) = parse_clients(doc({**GOOD, "settings": {"freshness_deadline_hour": 11}}))
+    assert client.settings.freshness_deadline_hour == 11
+    assert Client.from_row(client.to_row()) == client
+    # Rows stored before the setting existed read as the platform default.
+    row = client.to_row()
+    del row["settings"]["freshness_deadline_hour"]
+    assert Client.from_row(row).settings.freshness_deadline_hour == settings.FRESHNESS_DEADLINE_HOUR
+
+
+@pytest.mark.parametrize("bad", [24, -1, 9.5, "9", True, None])
+def test_invalid_freshness_deadline_hour_names_entry_and_field(bad):
+    with pytest.raises(ClientConfigError) as exc:
+        parse_clients(doc({**GOOD, "settings": {"freshness_deadline_hour": bad}}))
+    message = str(exc.value)
+    assert "entry #1 (id 'acme'), field 'settings.freshness_deadline_hour'" in message
+    assert repr(bad) in message
 
 
 @pytest.mark.parametrize(
@@ -63,6 +84,7 @@ def test_invalid_ids_name_entry_and_field(bad_id, fragment):
         ({"ad_account_id": "123"}, "ad_account_id"),
         ({"active": "yes"}, "active"),
         ({"settings": {"lookback_days": 400}}, "settings.lookback_days"),
+        ({"settings": {"freshness_deadline_hour": 24}}, "settings.freshness_deadline_hour"),
         ({"settings": {"ctr_pct_min": 5, "ctr_pct_max": 1}}, "settings.ctr_pct_min"),
         ({"settings": {"unknown": 1}}, "settings.unknown"),
         ({"colour": "red"}, "colour"),

@@ -16,8 +16,9 @@ WAREHOUSE_CHECK_SPECS = [
     dg.AssetCheckSpec(
         "completeness_meets_target",
         asset=CLIENT_DAILY_KPIS,
-        description="Share of expected client-days present over the last 7 and 30 days meets each "
-        "client's target (default 99.5 %); idle days count as present. Lists missing dates per client.",
+        description="Share of client-days present over each client's last 7 and 30 due days (a day is due "
+        "from the client's freshness deadline hour, local time) meets its target (default 99.5 %); idle days "
+        "count as present. Lists the target and missing dates per client.",
     ),
     dg.AssetCheckSpec(
         "no_split_days",
@@ -44,8 +45,9 @@ WAREHOUSE_CHECK_SPECS = [
     dg.AssetCheckSpec(
         "fresh_per_client",
         asset=CLIENT_DAILY_KPIS,
-        description="Every active client has yesterday's data (client's local time) by the deadline "
-        "hour. Partition-aware per client, which Dagster's built-in checks are not for date × client.",
+        description="Every active client has yesterday's data (client's local time) by its deadline hour "
+        "(`freshness_deadline_hour`, default 09:00 local). Partition-aware per client, which Dagster's built-in "
+        "checks are not for date × client.",
     ),
     dg.AssetCheckSpec(
         "months_equal_sum_of_days",
@@ -82,6 +84,7 @@ def to_metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
 )
 def warehouse_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get_warehouse()
+    # The warehouse rows carry each client's settings, its freshness deadline hour among them.
     clients = [Client.from_row(row) for row in wh.list_clients(active_only=True)]
     selected = {key.name for key in context.selected_asset_check_keys}
     for outcome in evaluate_warehouse_checks(warehouse=wh, clients=clients, now_utc=datetime.now(UTC)):

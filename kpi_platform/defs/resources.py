@@ -135,7 +135,9 @@ def faults_from_json(raw: str) -> FaultConfig:
     """FaultConfig from JSON: lists become (code, subcode) tuples; error_rates keys are "17" or "100/1487534"."""
     data: dict[str, Any] = json.loads(raw)
     if "scripted_errors" in data:
-        data["scripted_errors"] = tuple(tuple(e) if isinstance(e, list) else e for e in data["scripted_errors"])
+        data["scripted_errors"] = tuple(
+            tuple(e) if isinstance(e, list) else e for e in data["scripted_errors"]
+        )
     if "error_rates" in data:
         rates = {}
         for key, rate in data["error_rates"].items():

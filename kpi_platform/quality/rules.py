@@ -26,6 +26,8 @@ SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONV
 MONEY_COLUMNS: tuple[str, ...] = ("spend", "reservation_value")
 #: Culprits listed in `metadata()`; the result object keeps all of them.
 METADATA_CULPRITS = 20
+#: Missing dates listed per client in completeness metadata: a whole month, so a 30-day window is never cut.
+METADATA_MISSING_DATES = 31
 
 
 class Severity(StrEnum):
@@ -110,7 +112,7 @@ class RuleResult:
 
 @dataclass(frozen=True)
 class WindowCompleteness:
-    """One client over one window of complete days `[start, end]` (`end` is the day before `today`)."""
+    """One client over one window of due days `[start, end]` (`end` is the client's last due day)."""
 
     client_id: str
     window_days: int
@@ -142,11 +144,23 @@ class CompletenessResult(RuleResult):
         return round(100.0 * present / expected, 4) if expected else 100.0
 
     def metadata(self) -> dict[str, Any]:
+        """Totals per window, and per client: share and missing count per window, the client's target, the last
+        day of its windows and the missing dates of its longest window (the first METADATA_MISSING_DATES; the
+        full count is `missing_days_<longest>d`)."""
         per_client: dict[str, dict[str, Any]] = {}
         for w in self.per_client:
             entry = per_client.setdefault(w.client_id, {})
             entry[f"completeness_{w.window_days}d_pct"] = w.share_pct
             entry[f"missing_days_{w.window_days}d"] = len(w.missing_dates)
+        longest = max(self.windows, default=None)
+        for w in self.per_client:
+            if w.window_days == longest:
+                per_client[w.client_id] |= {
+                    "target_pct": w.target_pct,
+                    "window_end": w.end.isoformat(),
+                    # The longest window contains every shorter one: they all end on the same day.
+                    "missing_dates": list(w.missing_dates[:METADATA_MISSING_DATES]),
+                }
         overall = {f"completeness_{n}d_pct": self.overall_pct(n) for n in self.windows}
         missing = {
             f"missing_days_{n}d": sum(len(w.missing_dates) for w in self.per_client if w.window_days == n)
@@ -176,27 +190,30 @@ def completeness(
     today: date,
     windows: Iterable[int] = (7, 30),
     first_day: Mapping[str, date] | None = None,
+    window_end: Mapping[str, date] | None = None,
 ) -> CompletenessResult:
-    """Share of the last `windows` complete days (the days before `today`) each client has rows for.
+    """Share of each client's last `windows` due days it has rows for.
 
     `present` maps client_id → the days with a client-day row (idle days are rows, so they count). `clients`
     maps each client to check → its target share (a fraction, e.g. 0.995); clients of `present` not in
-    `clients` are ignored. A client's window starts no earlier than its `first_day`, if given; a window with
-    no expected day is 100 %. Passes when every client meets its target in every window. Severity ERROR.
-    Culprits: one per client × window below target, `kpi_date` being the earliest missing day.
+    `clients` are ignored. A client's windows end on its `window_end` day (its `required_day` in its own
+    timezone), or the day before `today` when it has none, and start no earlier than its `first_day`, if
+    given; a window with no expected day is 100 %. Passes when every client meets its target in every window.
+    Severity ERROR. Culprits: one per client × window below target, `kpi_date` being the earliest missing day.
     """
     windows = tuple(sorted({int(n) for n in windows}))
     today = _as_date(today)
     first_day = first_day or {}
+    window_end = window_end or {}
     per_client: list[WindowCompleteness] = []
     culprits: list[dict[str, Any]] = []
     for client_id, target in clients.items():
         days = present.get(client_id) or set()
         if any(isinstance(d, datetime) for d in days):
             days = {_as_date(d) for d in days}
+        end = _as_date(window_end.get(client_id, today - timedelta(days=1)))
         for n in windows:
-            end = today - timedelta(days=1)
-            start = today - timedelta(days=n)
+            start = end - timedelta(days=n - 1)
             if client_id in first_day:
                 start = max(start, _as_date(first_day[client_id]))
             expected = [start + timedelta(days=i) for i in range((end - start).days + 1)]
@@ -291,7 +308,9 @@ def split_days(
     rate = (converting_conversions / converting_spend.where(converting_spend > 0)).fillna(0.0)
     typical = spend * rate
 
-    no_conversions = spend_day & (conversions == 0) & normally_converts & (typical >= min_expected_conversions)
+    no_conversions = (
+        spend_day & (conversions == 0) & normally_converts & (typical >= min_expected_conversions)
+    )
     no_spend = ~spend_day & (conversions > 0)
     dates = _as_datetime(days["kpi_date"])
     culprits: list[dict[str, Any]] = []
@@ -674,6 +693,7 @@ class FreshnessResult(RuleResult):
     clients_checked: int
     late_clients: tuple[str, ...]
     deadline_hour: int
+    deadline_hour_by_client: dict[str, int]
 
     def metadata(self) -> dict[str, Any]:
         hours = [c["hours_late"] for c in self.culprits]
@@ -686,6 +706,7 @@ class FreshnessResult(RuleResult):
             "max_hours_late": max(hours) if hours else 0.0,
             "late_clients": list(self.late_clients),
             "deadline_hour": self.deadline_hour,
+            "deadline_hour_by_client": dict(self.deadline_hour_by_client),
         }
 
 
@@ -707,30 +728,34 @@ def freshness(
     *,
     active_clients: Iterable[str],
     now_by_client: Mapping[str, datetime],
-    deadline_hour: int = 9,
+    deadline_hour: int = settings.FRESHNESS_DEADLINE_HOUR,
+    deadline_hour_by_client: Mapping[str, int] | None = None,
 ) -> FreshnessResult:
     """Every active client has the day `required_day` asks for, judged in the client's local time.
 
-    Day D is due at `deadline_hour` on D + 1 (local): from 09:00 yesterday's data is required, before it the
-    day before yesterday is enough. A late client's culprit has `observed` = its last day (None if it has
-    none), `expected` = the required day, `hours_late` since its oldest missing day fell due and
-    `days_behind`. Clients not in `active_clients` are ignored. Severity WARN, as Dagster's own freshness
-    checks: late data is a delay to act on, not a broken contract.
+    Day D is due at the client's deadline hour on D + 1 (local): from then on yesterday's data is required,
+    before it the day before yesterday is enough. The deadline hour is the client's entry in
+    `deadline_hour_by_client`, else `deadline_hour`. A late client's culprit has `observed` = its last day
+    (None if it has none), `expected` = the required day, `hours_late` since its oldest missing day fell due,
+    `days_behind` and its `deadline_hour`. Clients not in `active_clients` are ignored. Severity WARN, as
+    Dagster's own freshness checks: late data is a delay to act on, not a broken contract.
     """
     active = sorted(set(active_clients))
     unknown = [c for c in active if c not in now_by_client]
     if unknown:
         raise ValueError(f"freshness: no local time given for active clients {unknown}")
+    deadlines = {c: (deadline_hour_by_client or {}).get(c, deadline_hour) for c in active}
     culprits: list[dict[str, Any]] = []
     for client_id in active:
         now = now_by_client[client_id]
-        required = required_day(now, deadline_hour=deadline_hour)
+        client_deadline = deadlines[client_id]
+        required = required_day(now, deadline_hour=client_deadline)
         last = last_day_by_client.get(client_id)
         last = _as_date(last) if last is not None else None
         if last is not None and last >= required:
             continue
         oldest_missing = last + timedelta(days=1) if last is not None else required
-        due = datetime.combine(oldest_missing + timedelta(days=1), time(deadline_hour), tzinfo=now.tzinfo)
+        due = datetime.combine(oldest_missing + timedelta(days=1), time(client_deadline), tzinfo=now.tzinfo)
         culprits.append(
             _culprit(
                 client_id=client_id,
@@ -740,6 +765,7 @@ def freshness(
                 expected=required,
                 hours_late=round(_hours_between(due, now), 2),
                 days_behind=(required - last).days if last is not None else None,
+                deadline_hour=client_deadline,
             )
         )
     return FreshnessResult(
@@ -749,4 +775,5 @@ def freshness(
         clients_checked=len(active),
         late_clients=tuple(c["client_id"] for c in culprits),
         deadline_hour=deadline_hour,
+        deadline_hour_by_client=deadlines,
     )

@@ -2,19 +2,19 @@
 reconciliation and per-client freshness, each an outcome with observed vs expected numbers per client.
 
 Plain Python over the warehouse; `defs/checks.py` turns each outcome into a Dagster asset-check result.
+Completeness and freshness judge each client by the same due day: `client_required_day`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.quality import rules
 from kpi_platform.quality.rules import Severity
@@ -39,21 +39,31 @@ class CheckOutcome:
     metadata: dict[str, Any]
 
 
-def _outcome(name: str, result: rules.RuleResult, asset: str = "daily", **extra: Any) -> CheckOutcome:
-    return CheckOutcome(name, asset, result.passed, result.severity, {**result.metadata(), **extra})
+def _outcome(name: str, result: rules.RuleResult, asset: str = "daily") -> CheckOutcome:
+    return CheckOutcome(name, asset, result.passed, result.severity, result.metadata())
+
+
+def client_required_day(client: Client, now_utc: datetime) -> date:
+    """The latest day `client` must have stored at `now_utc`: local yesterday from its freshness deadline hour
+    (local time) on, the day before until then (`rules.required_day`)."""
+    local_now = now_utc.astimezone(ZoneInfo(client.timezone))
+    return rules.required_day(local_now, deadline_hour=client.settings.freshness_deadline_hour)
 
 
 def evaluate_warehouse_checks(
-    *,
-    warehouse: Warehouse,
-    clients: Sequence[Client],
-    now_utc: datetime,
-    deadline_hour: int = settings.FRESHNESS_DEADLINE_HOUR,
+    *, warehouse: Warehouse, clients: Sequence[Client], now_utc: datetime
 ) -> list[CheckOutcome]:
-    """Every warehouse-wide check, for the active clients, as of `now_utc`."""
+    """Every warehouse-wide check, for the active clients, as of `now_utc` (timezone-aware).
+
+    Each client's freshness deadline hour is its `freshness_deadline_hour` setting.
+    """
+    if now_utc.tzinfo is None:
+        raise ValueError("now_utc must be timezone-aware")
     active = [c for c in clients if c.active]
     ids = [c.id for c in active]
-    today = now_utc.date()
+    # No timezone is a whole day ahead of UTC, so every client's due day (at most its local yesterday) is on or
+    # before the UTC date the reads end on.
+    today = now_utc.astimezone(UTC).date()
     start = today - timedelta(days=HISTORY_DAYS)
     days = warehouse.read_client_days(start=start, end=today)
     days = days[days["client_id"].isin(ids)].reset_index(drop=True)
@@ -64,8 +74,14 @@ def evaluate_warehouse_checks(
     for cid, day in zip(days["client_id"], days["kpi_date"], strict=True):
         present[cid].add(day)
     targets = {c.id: c.settings.completeness_target for c in active}
+    # A day counts as missing only once it is due in the client's own timezone, as for freshness: before the
+    # client's deadline hour its yesterday may rightly not be collected yet.
+    due = {c.id: client_required_day(c, now_utc) for c in active}
     outcomes.append(
-        _outcome("completeness_meets_target", rules.completeness(present, clients=targets, today=today))
+        _outcome(
+            "completeness_meets_target",
+            rules.completeness(present, clients=targets, today=today, window_end=due),
+        )
     )
 
     outcomes.append(_outcome("no_split_days", rules.split_days(window30)))
@@ -115,13 +131,13 @@ def evaluate_warehouse_checks(
         for cid, day in days.groupby("client_id")["kpi_date"].max().items():
             last_day[cid] = day
     local_now = {c.id: now_utc.astimezone(ZoneInfo(c.timezone)) for c in active}
+    deadlines = {c.id: c.settings.freshness_deadline_hour for c in active}
     outcomes.append(
         _outcome(
             "fresh_per_client",
             rules.freshness(
-                last_day, active_clients=ids, now_by_client=local_now, deadline_hour=deadline_hour
+                last_day, active_clients=ids, now_by_client=local_now, deadline_hour_by_client=deadlines
             ),
-            deadline_hour=deadline_hour,
         )
     )
     return outcomes

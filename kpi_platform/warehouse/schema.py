@@ -130,7 +130,9 @@ circuit_breakers = sa.Table(
     sa.Column("fail_counter", sa.Integer(), nullable=False),
     sa.Column("opened_at", _timestamp(), nullable=True),
     sa.Column("updated_at", _timestamp(), nullable=False),
-    sa.Column("last_error", sa.Text(), nullable=True, comment="Redacted message of the last counted failure."),
+    sa.Column(
+        "last_error", sa.Text(), nullable=True, comment="Redacted message of the last counted failure."
+    ),
     sa.CheckConstraint("state IN ('closed', 'open', 'half-open')", name="state"),
     comment="One row per circuit breaker on the Meta API, shared by every run process; no row means closed.",
 )
@@ -178,7 +180,10 @@ daily_metrics = sa.Table(
     sa.Column("metric_category", sa.String(64), nullable=False),
     sa.Column("value", sa.Float(), nullable=False),
     sa.Column(
-        "metadata", sa.JSON(), nullable=False, comment="What is known of the snapshot: source, taken_at, run_id."
+        "metadata",
+        sa.JSON(),
+        nullable=False,
+        comment="What is known of the snapshot: source, taken_at, run_id.",
     ),
     sa.Column("collected_at", _timestamp(), nullable=False),
     # Snapshots are immutable: one row per day and metric, written once (corrections only by an explicit force).

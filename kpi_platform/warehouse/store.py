@@ -426,13 +426,21 @@ def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str,
         if isinstance(day, datetime) or not isinstance(day, date):
             raise ValueError(f"daily metric {row['metric_type']!r}: metric_date must be a date, got {day!r}")
         value = row["value"]
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not math.isfinite(value):
-            raise ValueError(f"daily metric {row['metric_type']!r} {day}: value must be a finite number, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float | np.number)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(
+                f"daily metric {row['metric_type']!r} {day}: value must be a finite number, got {value!r}"
+            )
         if not isinstance(row["metadata"], Mapping):
             raise ValueError(f"daily metric {row['metric_type']!r} {day}: metadata must be a mapping")
         collected_at = row["collected_at"]
         if not isinstance(collected_at, datetime) or collected_at.tzinfo is None:
-            raise ValueError(f"daily metric {row['metric_type']!r} {day}: collected_at must be timezone-aware")
+            raise ValueError(
+                f"daily metric {row['metric_type']!r} {day}: collected_at must be timezone-aware"
+            )
         key = (day, str(row["metric_type"]), str(row["metric_category"]))
         if key in out:
             raise ValueError(f"daily metric {key[2]}/{key[1]} {day} given more than once")
@@ -885,7 +893,11 @@ class Warehouse:
                     )
                 )
             }
-            undefined = [f"{category}/{metric_type}" for metric_type, category in metrics if (metric_type, category) not in defined]
+            undefined = [
+                f"{category}/{metric_type}"
+                for metric_type, category in metrics
+                if (metric_type, category) not in defined
+            ]
             if undefined:
                 raise ValueError(
                     f"metrics {undefined} have no row in metric_definitions; add their definitions first"
@@ -923,7 +935,9 @@ class Warehouse:
                         row={**row, "metadata": {**row["metadata"], "replaces": replaces}},
                         reason=reason or _default_correction_reason(row),
                     )
-                    replaced.append(MetricReplacement(*key, old_value=float(old.value), new_value=row["value"]))
+                    replaced.append(
+                        MetricReplacement(*key, old_value=float(old.value), new_value=row["value"])
+                    )
             if inserts:
                 conn.execute(table.insert(), inserts)
         for line in describe_replacements(replaced):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 
+from kpi_platform import settings
+from kpi_platform.clients import Client
 from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
 from kpi_platform.warehouse import schema
 
@@ -58,3 +61,19 @@ def test_checks_pass_on_complete_data_and_name_a_missing_day(platform_any):
         dg.AssetCheckKey(CLIENT_DAILY_KPIS, "completeness_meets_target")
     )
     assert record.status.value == "FAILED"
+
+
+def test_each_clients_deadline_hour_reaches_the_freshness_check(platform):
+    # The job reads the clients from the warehouse, where a clients.yaml sync stores their settings.
+    (globex,) = [
+        Client.from_row(row) for row in platform.warehouse.list_clients() if row["client_id"] == "globex"
+    ]
+    late = replace(globex, settings=replace(globex.settings, freshness_deadline_hour=23))
+    platform.warehouse.upsert_clients([late.to_row()])
+
+    fresh = run_checks(platform)["fresh_per_client"]
+    assert fresh.severity == dg.AssetCheckSeverity.WARN
+    assert fresh.metadata["deadline_hour_by_client"].value == {
+        "acme": settings.FRESHNESS_DEADLINE_HOUR,
+        "globex": 23,
+    }

@@ -106,7 +106,35 @@ def test_completeness_names_the_client_and_its_missing_days():
         "missing_days_7d": 1,
         "completeness_30d_pct": pytest.approx(100 * 28 / 30, abs=1e-3),
         "missing_days_30d": 2,
+        "target_pct": 99.5,
+        "window_end": "2025-03-31",
+        "missing_dates": ["2025-03-10", "2025-03-30"],
     }
+    assert meta["per_client"]["never_collected"]["target_pct"] == 50.0
+
+
+def test_completeness_windows_end_on_each_clients_own_due_day():
+    # "west" is not yet due for 2025-03-31: its windows end a day earlier, so the day is not missing.
+    present = {"east": last_days(30), "west": last_days(31) - {date(2025, 3, 31)}}
+    result = completeness(
+        present,
+        clients={"east": 0.995, "west": 0.995},
+        today=TODAY,
+        window_end={"west": date(2025, 3, 30)},
+    )
+    assert result.passed
+    west30 = next(w for w in result.per_client if w.client_id == "west" and w.window_days == 30)
+    assert (west30.start, west30.end, west30.expected_days) == (date(2025, 3, 1), date(2025, 3, 30), 30)
+
+    late = completeness(present, clients={"west": 0.995}, today=TODAY, window_end={"west": date(2025, 3, 31)})
+    assert [(c["client_id"], c["kpi_date"]) for c in late.culprits] == [("west", "2025-03-31")] * 2
+
+
+def test_completeness_metadata_caps_the_missing_dates_listed_per_client():
+    result = completeness({"gone": set()}, clients={"gone": 0.995}, today=TODAY, windows=(7, 60))
+    entry = result.metadata()["per_client"]["gone"]
+    assert entry["missing_days_60d"] == 60
+    assert len(entry["missing_dates"]) == 31 and entry["missing_dates"][0] == "2025-01-31"
 
 
 def test_completeness_windows_start_at_a_clients_first_day_and_honour_lower_targets():
@@ -408,8 +436,25 @@ def test_before_the_deadline_the_day_before_yesterday_is_enough():
             "expected": "2025-04-01",
             "hours_late": 0.0,
             "days_behind": 1,
+            "deadline_hour": 9,
         }
     ]
+
+
+def test_freshness_judges_each_client_by_its_own_deadline_hour():
+    at = datetime(2025, 4, 2, 10, 0, tzinfo=WARSAW)
+    result = freshness(
+        {"early": date(2025, 3, 31), "late": date(2025, 3, 31)},
+        active_clients=["early", "late"],
+        now_by_client={"early": at, "late": at},
+        deadline_hour_by_client={"late": 12},
+    )
+    assert [(c["client_id"], c["deadline_hour"], c["hours_late"]) for c in result.culprits] == [
+        ("early", 9, 1.0)
+    ]
+    meta = assert_json(result)
+    assert meta["deadline_hour"] == 9
+    assert meta["deadline_hour_by_client"] == {"early": 9, "late": 12}
 
 
 def test_freshness_uses_each_clients_local_time_and_counts_real_hours():

@@ -1,0 +1,322 @@
+"""The warehouse-wide checks as plain Python on a SQLite warehouse at a fixed moment: good data passes every
+check, and each bad fixture fails its check with the right severity, naming the client and the day."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from kpi_platform import settings
+from kpi_platform.clients import Client, ClientSettings
+from kpi_platform.collect import build_daily_totals, client_thresholds, date_range
+from kpi_platform.meta.parse import CAMPAIGN_COLUMNS
+from kpi_platform.quality.rules import Severity, quality_scores
+from kpi_platform.quality.warehouse_checks import (
+    CheckOutcome,
+    client_required_day,
+    evaluate_warehouse_checks,
+)
+from kpi_platform.summaries import build_monthly_summary
+from kpi_platform.warehouse import Warehouse, schema
+
+WARSAW = Client("waw-dental", "Warsaw Dental", "act_1", "PLN", "Europe/Warsaw")
+NEW_YORK = Client("nyc-fitness", "NYC Fitness", "act_2", "USD", "America/New_York")
+CLIENTS = (WARSAW, NEW_YORK)
+FIRST_DAY = date(2025, 2, 1)
+#: 02:20 in Warsaw (before its 09:00 deadline) and 20:20 of the day before in New York: the nightly check run
+#: that failed with a false ERROR while UTC yesterday (2025-04-01) was not due anywhere yet.
+NIGHT = datetime(2025, 4, 2, 0, 20, tzinfo=UTC)
+#: 14:00 in Warsaw (past its deadline) and 08:00 in New York (before its deadline): the clients' due days differ.
+NOON = datetime(2025, 4, 2, 12, 0, tzinfo=UTC)
+CHECKS = {
+    "completeness_meets_target",
+    "no_split_days",
+    "quality_score_acceptable",
+    "no_anomalies",
+    "campaigns_reconcile_to_totals",
+    "months_equal_sum_of_days",
+    "fresh_per_client",
+}
+
+
+def campaign_rows(client: Client, days: list[date]) -> pd.DataFrame:
+    """Two campaigns a day with a small day-to-day wobble, so the anomaly check has a spread to measure against."""
+    rows = []
+    for day in days:
+        wobble = day.toordinal() % 5
+        for n in (1, 2):
+            impressions = 4000 * n + 100 * wobble
+            clicks = 80 * n + 2 * wobble
+            spend = round(40.0 * n + wobble, 2)
+            rows.append(
+                {
+                    "client_id": client.id,
+                    "kpi_date": day,
+                    "campaign_id": f"{client.id}-{n}",
+                    "campaign_name": f"Campaign {n}",
+                    "spend": spend,
+                    "impressions": impressions,
+                    "clicks": clicks,
+                    "ctr_pct": clicks / impressions * 100,
+                    "cpc": round(spend / clicks, 4),
+                    "calls": n,
+                    "contacts": 0,
+                    "leads": 3 * n + wobble % 2,
+                    "reservations": 0,
+                    "reservation_value": 0.0,
+                    "currency": client.currency,
+                }
+            )
+    return pd.DataFrame(rows, columns=list(CAMPAIGN_COLUMNS))
+
+
+Edit = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+def store(warehouse: Warehouse, client: Client, start: date, end: date, edit: Edit | None = None) -> None:
+    """Store one client's range the way a collection run does: totals and quality scores from the campaign rows."""
+    campaigns = campaign_rows(client, date_range(start, end))
+    if edit is not None:
+        campaigns = edit(campaigns)
+    totals = build_daily_totals(
+        campaigns, client_id=client.id, start=start, end=end, currency=client.currency
+    )
+    totals["quality_score"] = quality_scores(totals, {client.id: client_thresholds(client)})
+    stamp = {"source": settings.SOURCE_SIMULATOR, "fetched_at": NIGHT, "run_id": "test"}
+    warehouse.replace_client_range(
+        client_id=client.id,
+        start=start,
+        end=end,
+        campaign_rows=campaigns.assign(**stamp),
+        daily_totals=totals.assign(**stamp),
+    )
+
+
+def on_day(day: date, **values) -> Edit:
+    """An edit setting `values` on every campaign row of `day`."""
+
+    def edit(campaigns: pd.DataFrame) -> pd.DataFrame:
+        out = campaigns.copy()
+        for column, value in values.items():
+            out.loc[out["kpi_date"] == day, column] = value
+        return out
+
+    return edit
+
+
+@pytest.fixture
+def warehouse(tmp_path) -> Iterator[Warehouse]:
+    wh = Warehouse(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    wh.migrate()
+    yield wh
+    wh.dispose()
+
+
+def fill(
+    warehouse: Warehouse,
+    now_utc: datetime,
+    clients: tuple[Client, ...] = CLIENTS,
+    *,
+    edits: dict[str, Edit] | None = None,
+    short_by_days: dict[str, int] | None = None,
+) -> None:
+    """Register `clients` and store each from FIRST_DAY to its due day at `now_utc` (minus `short_by_days`), with
+    the monthly summaries of its complete months."""
+    warehouse.upsert_clients([c.to_row() for c in clients])
+    for client in clients:
+        end = client_required_day(client, now_utc) - timedelta(days=(short_by_days or {}).get(client.id, 0))
+        store(warehouse, client, FIRST_DAY, end, (edits or {}).get(client.id))
+        month = FIRST_DAY
+        while month.replace(day=28) + timedelta(days=4) <= end + timedelta(days=1):
+            build_monthly_summary(
+                warehouse=warehouse, client_id=client.id, month=month, today=now_utc.date(), run_id="test"
+            )
+            month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def evaluate(warehouse: Warehouse, now_utc: datetime, clients=CLIENTS) -> dict[str, CheckOutcome]:
+    outcomes = evaluate_warehouse_checks(warehouse=warehouse, clients=list(clients), now_utc=now_utc)
+    assert {o.name for o in outcomes} == CHECKS
+    return {o.name: o for o in outcomes}
+
+
+def failed(outcome: CheckOutcome, severity: Severity) -> list[dict]:
+    assert not outcome.passed, outcome.metadata
+    assert outcome.severity is severity
+    return outcome.metadata["culprits"]
+
+
+# --- good data --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("now_utc", "due"),
+    [
+        (NIGHT, {WARSAW.id: date(2025, 3, 31), NEW_YORK.id: date(2025, 3, 31)}),
+        (NOON, {WARSAW.id: date(2025, 4, 1), NEW_YORK.id: date(2025, 3, 31)}),
+    ],
+    ids=["00:20-utc", "12:00-utc"],
+)
+def test_full_data_up_to_each_clients_due_day_passes_every_check(warehouse, now_utc, due):
+    assert {c.id: client_required_day(c, now_utc) for c in CLIENTS} == due
+    fill(warehouse, now_utc)
+
+    outcomes = evaluate(warehouse, now_utc)
+    assert [name for name, o in outcomes.items() if not o.passed] == []
+    per_client = outcomes["completeness_meets_target"].metadata["per_client"]
+    for client in CLIENTS:
+        assert per_client[client.id]["window_end"] == due[client.id].isoformat()
+        assert per_client[client.id]["target_pct"] == 99.5
+        assert per_client[client.id]["missing_dates"] == []
+        assert per_client[client.id]["completeness_30d_pct"] == 100.0
+    assert outcomes["months_equal_sum_of_days"].asset == "monthly"
+    assert outcomes["months_equal_sum_of_days"].metadata["rows_checked"] == 2 * len(CLIENTS)
+
+
+# --- completeness and freshness ---------------------------------------------------------------------------------
+
+
+def test_a_missing_day_fails_completeness_naming_the_client_the_date_and_its_target(warehouse):
+    fill(warehouse, NIGHT)
+    gone = date(2025, 3, 20)
+    with warehouse.engine.begin() as conn:
+        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+            conn.execute(sa.delete(table).where(table.c.client_id == NEW_YORK.id, table.c.kpi_date == gone))
+
+    outcome = evaluate(warehouse, NIGHT)["completeness_meets_target"]
+    culprits = failed(outcome, Severity.ERROR)
+    assert {(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits} == {
+        (NEW_YORK.id, "2025-03-20", "completeness_30d")
+    }
+    assert outcome.metadata["clients_below_target"] == [NEW_YORK.id]
+    entry = outcome.metadata["per_client"][NEW_YORK.id]
+    assert (entry["target_pct"], entry["missing_dates"], entry["missing_days_30d"]) == (
+        99.5,
+        ["2025-03-20"],
+        1,
+    )
+    assert outcome.metadata["per_client"][WARSAW.id]["missing_dates"] == []
+
+
+def test_per_client_missing_dates_are_capped_and_counted(warehouse):
+    loose = replace(NEW_YORK, settings=ClientSettings(completeness_target=0.5))
+    warehouse.upsert_clients([loose.to_row()])
+    store(warehouse, loose, date(2025, 3, 30), date(2025, 3, 31))
+
+    outcome = evaluate_warehouse_checks(warehouse=warehouse, clients=[loose], now_utc=NIGHT)[0]
+    entry = outcome.metadata["per_client"][loose.id]
+    assert entry["missing_days_30d"] == 28
+    assert entry["target_pct"] == 50.0
+    assert entry["missing_dates"][0] == "2025-03-02" and len(entry["missing_dates"]) == 28
+
+
+def test_a_late_client_fails_freshness_warn_and_completeness_error_for_its_due_day(warehouse):
+    # At noon UTC Warsaw's 2025-04-01 is due (14:00 local); New York's is not yet (08:00 local).
+    fill(warehouse, NOON, short_by_days={WARSAW.id: 1})
+
+    outcomes = evaluate(warehouse, NOON)
+    late = failed(outcomes["fresh_per_client"], Severity.WARN)
+    assert [(c["client_id"], c["kpi_date"], c["observed"]) for c in late] == [
+        (WARSAW.id, "2025-04-01", "2025-03-31")
+    ]
+    assert late[0]["hours_late"] == 5.0
+    missing = failed(outcomes["completeness_meets_target"], Severity.ERROR)
+    assert {(c["client_id"], c["kpi_date"]) for c in missing} == {(WARSAW.id, "2025-04-01")}
+
+
+def test_a_clients_own_deadline_hour_moves_its_freshness_and_completeness_deadline(warehouse):
+    noon_deadline = replace(WARSAW, settings=ClientSettings(freshness_deadline_hour=12))
+    clients = (noon_deadline, NEW_YORK)
+    before = datetime(2025, 4, 2, 9, 30, tzinfo=UTC)  # 11:30 in Warsaw: past 09:00, before its own 12:00
+    at = datetime(2025, 4, 2, 10, 0, tzinfo=UTC)  # 12:00 in Warsaw, 06:00 in New York
+    assert client_required_day(noon_deadline, before) == date(2025, 3, 31)
+    fill(warehouse, before, clients)
+
+    outcomes = evaluate(warehouse, before, clients)
+    assert outcomes["fresh_per_client"].passed and outcomes["completeness_meets_target"].passed
+    assert outcomes["fresh_per_client"].metadata["deadline_hour_by_client"] == {
+        WARSAW.id: 12,
+        NEW_YORK.id: settings.FRESHNESS_DEADLINE_HOUR,
+    }
+
+    outcomes = evaluate(warehouse, at, clients)
+    late = failed(outcomes["fresh_per_client"], Severity.WARN)
+    assert [(c["client_id"], c["kpi_date"], c["deadline_hour"]) for c in late] == [
+        (WARSAW.id, "2025-04-01", 12)
+    ]
+    missing = failed(outcomes["completeness_meets_target"], Severity.ERROR)
+    assert {(c["client_id"], c["kpi_date"]) for c in missing} == {(WARSAW.id, "2025-04-01")}
+
+
+# --- the other checks -------------------------------------------------------------------------------------------
+
+
+def test_spend_without_conversions_fails_split_days(warehouse):
+    split = date(2025, 3, 24)
+    fill(warehouse, NIGHT, edits={NEW_YORK.id: on_day(split, calls=0, leads=0)})
+
+    culprits = failed(evaluate(warehouse, NIGHT)["no_split_days"], Severity.ERROR)
+    assert [(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits] == [
+        (NEW_YORK.id, "2025-03-24", "spend_without_conversions")
+    ]
+
+
+def test_a_client_outside_its_thresholds_fails_the_quality_score_with_warn(warehouse):
+    # CTR (about 2 %) and CPC (about 0.50) both outside these limits: every day scores 50.
+    strict = replace(WARSAW, settings=ClientSettings(ctr_pct_max=1.0, cpc_max=0.2))
+    fill(warehouse, NIGHT, (strict, NEW_YORK))
+
+    outcome = evaluate(warehouse, NIGHT, (strict, NEW_YORK))["quality_score_acceptable"]
+    assert not outcome.passed and outcome.severity is Severity.WARN
+    assert outcome.metadata["clients_below_min"] == [WARSAW.id]
+    assert outcome.metadata["per_client"] == {WARSAW.id: 50.0, NEW_YORK.id: 100.0}
+
+
+def test_a_spend_spike_fails_no_anomalies_with_warn(warehouse):
+    spike = date(2025, 3, 25)
+    fill(warehouse, NIGHT, edits={WARSAW.id: on_day(spike, spend=400.0)})
+
+    culprits = failed(evaluate(warehouse, NIGHT)["no_anomalies"], Severity.WARN)
+    assert [(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits] == [
+        (WARSAW.id, "2025-03-25", "spend_anomaly")
+    ]
+    assert culprits[0]["observed"] == 800.0 and culprits[0]["z"] > 3
+
+
+def test_a_day_total_that_differs_from_its_campaigns_fails_reconciliation(warehouse):
+    fill(warehouse, NIGHT)
+    wrong = date(2025, 3, 22)
+    table = schema.client_daily_kpis
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.client_id == NEW_YORK.id, table.c.kpi_date == wrong)
+            .values(spend=table.c.spend + 10)
+        )
+
+    culprits = failed(evaluate(warehouse, NIGHT)["campaigns_reconcile_to_totals"], Severity.ERROR)
+    assert [(c["client_id"], c["kpi_date"], c["column"], c["difference"]) for c in culprits] == [
+        (NEW_YORK.id, "2025-03-22", "spend", 10.0)
+    ]
+
+
+def test_a_month_that_differs_from_its_days_fails_months_equal_sum_of_days(warehouse):
+    fill(warehouse, NIGHT)
+    table = schema.client_monthly_kpis
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            table.update()
+            .where(table.c.client_id == WARSAW.id, table.c.month == date(2025, 3, 1))
+            .values(clicks=table.c.clicks + 1)
+        )
+
+    outcome = evaluate(warehouse, NIGHT)["months_equal_sum_of_days"]
+    culprits = failed(outcome, Severity.ERROR)
+    assert [(c["client_id"], c["kpi_date"], c["column"]) for c in culprits] == [
+        (WARSAW.id, "2025-03-01", "clicks")
+    ]
