@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         help="platform health: healthy / degraded / unhealthy, exit code 0 / 1 / 2",
         description="Yesterday's collection, missing days (7 / 30 d), split data, hours since each client's last "
-        "collection, failed asset checks, open circuit breakers, runs and backfills in progress. "
+        "collection, failed asset checks, open circuit breakers, the Dagster daemon's heartbeats and run queue, "
+        "runs and backfills in progress. "
         "Exit code 0 healthy, 1 degraded, 2 unhealthy.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")

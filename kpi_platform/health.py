@@ -54,6 +54,16 @@ RUNNING_RUN_STATUSES = ("STARTING", "STARTED", "CANCELING")
 ACTIVE_BACKFILL_STATUSES = ("REQUESTED", "CANCELING", "FAILING")
 #: Names listed in a check's details are capped; the counts are not.
 DETAILS_MAX_ITEMS = 20
+#: Seconds after which a daemon's latest heartbeat is stale. A daemon writes one every 30 s; Dagster's own liveness
+#: rule (the UI's daemon page, `dagster-daemon liveness-check`) allows 30 min more, because one long iteration (a
+#: slow sensor, a backfill submitting many runs) delays the next heartbeat. The same rule, so the report and the
+#: UI agree.
+DAEMON_HEARTBEAT_UNHEALTHY_S = 30.0 + 30 * 60.0
+#: Seconds the queue's oldest run may wait before the daemon check is degraded. A collection run takes minutes, so
+#: half an hour in the queue means the run concurrency limits are saturated (a large backfill) or a slot is held.
+RUN_QUEUE_AGE_DEGRADED_S = 30 * 60.0
+#: The daemon that starts QUEUED runs (the instance's QueuedRunCoordinator); without it the queue never drains.
+RUN_QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 
 
 class HealthStatus(StrEnum):
@@ -220,7 +230,7 @@ class HealthContext:
         now_utc: datetime,
         check_keys: Sequence[dg.AssetCheckKey] = (),
         exclude_run_id: str | None = None,
-        deadline_hour: int = settings.FRESHNESS_DEADLINE_HOUR,
+        deadline_hour: int | None = None,
     ) -> None:
         if now_utc.tzinfo is None:
             raise ValueError("now_utc must be timezone-aware")
@@ -239,9 +249,16 @@ class HealthContext:
     def local_now(self, client: Client) -> datetime:
         return self.now_utc.astimezone(ZoneInfo(client.timezone))
 
+    def deadline_for(self, client: Client) -> int:
+        """The client's freshness deadline hour (local), the same the `fresh_per_client` check uses, unless
+        the report was asked for one hour for everyone."""
+        if self.deadline_hour is not None:
+            return self.deadline_hour
+        return client.settings.freshness_deadline_hour
+
     def due_day(self, client: Client) -> date:
         """The latest day that must be stored by now: local yesterday from the deadline hour on, else the day before."""
-        return rules.required_day(self.local_now(client), deadline_hour=self.deadline_hour)
+        return rules.required_day(self.local_now(client), deadline_hour=self.deadline_for(client))
 
     def window(self, client: Client, days: int) -> tuple[date, date]:
         """The client's last `days` due days, not before the first partition."""
@@ -302,7 +319,7 @@ def check_yesterday_collection(ctx: HealthContext) -> Finding:
     if overdue:
         summary += f"; overdue: {', '.join(overdue[:DETAILS_MAX_ITEMS])}"
     if pending:
-        summary += f"; {len(pending)} not due before {ctx.deadline_hour:02d}:00 local"
+        summary += f"; {len(pending)} not due before their local deadline"
     if not active:
         summary = "no active clients"
     return Finding(
@@ -310,7 +327,7 @@ def check_yesterday_collection(ctx: HealthContext) -> Finding:
         score=_ratio_score(active - len(overdue), active),
         summary=summary,
         details={
-            "deadline_hour_local": ctx.deadline_hour,
+            "deadline_hour_local": {c.id: ctx.deadline_for(c) for c in ctx.clients},
             "overdue": overdue,
             "pending": pending,
             "per_client": per_client,
@@ -633,7 +650,7 @@ def check_circuit_breakers(ctx: HealthContext) -> Finding:
 
 def check_in_progress(ctx: HealthContext) -> Finding:
     """Runs queued or running and backfills in progress. Informational (weight 0, always healthy): busy is not
-    unhealthy, and a stuck queue is the daemon's check."""
+    unhealthy, and a stuck queue is judged by `check_daemon`."""
     import dagster as dg
     from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus  # PRIVATE in 1.13
 
@@ -670,6 +687,125 @@ def check_in_progress(ctx: HealthContext) -> Finding:
     )
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def check_daemon(ctx: HealthContext) -> Finding:
+    """The Dagster daemon (schedules, sensors, backfills, the run queue) from its heartbeats, and the run queue:
+    QUEUED runs, which only the daemon's `RUN_QUEUE_DAEMON` starts. (NOT_STARTED runs were never submitted to the
+    queue, so no daemon picks them up; `in_progress` counts them with the queued ones.)
+
+    A daemon is alive when its latest heartbeat is at most `DAEMON_HEARTBEAT_UNHEALTHY_S` old at `now_utc`; the
+    required ones follow the instance's dagster.yaml (`get_required_daemon_types`). The first rule that applies:
+
+    1. Runs are queued and the run-queue daemon is not alive: unhealthy, however young the queue, since it never
+       drains.
+    2. The instance has never recorded any heartbeat and nothing is queued: degraded, "not running". This is the
+       local instance before `kpi-platform ui` was first started (right after the quickstart) or a test instance:
+       nothing is waiting yet, but no schedule or sensor fires until the daemon runs.
+    3. A required daemon has no heartbeat or a stale one: unhealthy (the daemon ran and stopped, or a daemon that
+       dagster.yaml enables was never started).
+    4. The oldest queued run has waited more than `RUN_QUEUE_AGE_DEGRADED_S` (since it was created): degraded.
+    5. Otherwise healthy, also for an instance that needs no daemon (an ephemeral one).
+
+    Score: 100 healthy, 50 degraded; unhealthy scores the share of required daemons alive, 0 for a stuck queue.
+    Errors carried by heartbeats are counted per daemon but do not change the status, as in Dagster's own rule:
+    a failing sensor or schedule shows on its ticks, and the runs it fails to request show in the data checks.
+    """
+    import dagster as dg
+
+    instance = ctx.instance
+    assert instance is not None
+    now_s = ctx.now_utc.timestamp()
+    required = list(instance.get_required_daemon_types())
+    heartbeats = instance.get_daemon_heartbeats()
+
+    def heartbeat_age(daemon_type: str) -> float | None:
+        beat = heartbeats.get(daemon_type)
+        # A heartbeat later than `now_utc` (a report judged as of a past moment) counts as fresh.
+        return None if beat is None else round(max(0.0, now_s - beat.timestamp), 1)
+
+    def alive(daemon_type: str) -> bool:
+        age = heartbeat_age(daemon_type)
+        return age is not None and age <= DAEMON_HEARTBEAT_UNHEALTHY_S
+
+    daemons: dict[str, dict[str, Any]] = {}
+    for daemon_type in required:
+        beat, age = heartbeats.get(daemon_type), heartbeat_age(daemon_type)
+        daemons[daemon_type] = {
+            "state": "missing" if age is None else "healthy" if alive(daemon_type) else "stale",
+            "last_heartbeat_at": datetime.fromtimestamp(beat.timestamp, UTC) if beat else None,
+            "heartbeat_age_seconds": age,
+            "recent_errors": len(beat.errors or ()) if beat else 0,
+        }
+    down = [t for t in required if daemons[t]["state"] != "healthy"]
+
+    queued = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])
+    queue_length = instance.get_runs_count(queued)
+    oldest = instance.get_run_records(queued, limit=1, order_by="create_timestamp", ascending=True)
+    oldest_run: dict[str, Any] | None = None
+    oldest_age = 0.0
+    if oldest:
+        created = _as_utc(oldest[0].create_timestamp)
+        assert created is not None
+        oldest_age = round(max(0.0, (ctx.now_utc - created).total_seconds()), 1)
+        run = oldest[0].dagster_run
+        oldest_run = {"run_id": run.run_id, "job_name": run.job_name, "created_at": created}
+    queue = (
+        f"{queue_length} run{'s' if queue_length > 1 else ''} queued, oldest {_duration(oldest_age)}"
+        if queue_length
+        else "run queue empty"
+    )
+    n_alive = len(required) - len(down)
+    alive_part = f"{n_alive}/{len(required)} daemons alive"
+
+    if queue_length and not alive(RUN_QUEUE_DAEMON):
+        status, score = HealthStatus.UNHEALTHY, 0.0
+        summary = f"{queue}, and no live daemon starts them ({alive_part})"
+    elif required and not heartbeats:
+        status, score = HealthStatus.DEGRADED, 50.0
+        summary = (
+            "daemon not running (no heartbeat ever recorded): schedules, sensors and backfills wait until "
+            f"`kpi-platform ui` or `dagster-daemon run` starts it; {queue}"
+        )
+    elif down:
+        status, score = HealthStatus.UNHEALTHY, _ratio_score(n_alive, len(required))
+        ages = {t: daemons[t]["heartbeat_age_seconds"] for t in down}
+        listed = ", ".join(
+            f"{t} {_duration(a)} ago" if a is not None else f"{t} never" for t, a in ages.items()
+        )
+        summary = f"{len(down)}/{len(required)} daemons down (last heartbeat: {listed}); {queue}"
+    elif queue_length and oldest_age > RUN_QUEUE_AGE_DEGRADED_S:
+        status, score = HealthStatus.DEGRADED, 50.0
+        summary = f"{alive_part}; {queue} (over {_duration(RUN_QUEUE_AGE_DEGRADED_S)})"
+    else:
+        status, score = HealthStatus.HEALTHY, 100.0
+        summary = f"{alive_part}; {queue}" if required else f"no daemon required by this instance; {queue}"
+    return Finding(
+        status=status,
+        score=score,
+        summary=summary,
+        details={
+            "daemons": daemons,
+            "daemons_down": down,
+            "oldest_queued_run": oldest_run,
+            "heartbeat_unhealthy_after_seconds": DAEMON_HEARTBEAT_UNHEALTHY_S,
+            "queue_degraded_after_seconds": RUN_QUEUE_AGE_DEGRADED_S,
+        },
+        metrics={
+            "daemons_healthy": n_alive,
+            "daemons_required": len(required),
+            "run_queue_length": queue_length,
+            "run_queue_oldest_age_seconds": oldest_age,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class CheckSpec:
     """One entry of the report: its name, weight in the score, function, and whether it reads the instance."""
@@ -680,7 +816,8 @@ class CheckSpec:
     needs_instance: bool = False
 
 
-#: The report's checks, in report order. Weights: not collecting (yesterday, hours, breakers) counts most.
+#: The report's checks, in report order. Weights: not collecting (yesterday, hours, breakers, and a daemon down,
+#: which fires no schedule) counts most.
 HEALTH_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("yesterday_collection", 3.0, check_yesterday_collection),
     CheckSpec("missing_days", 2.0, check_missing_days),
@@ -688,6 +825,7 @@ HEALTH_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("hours_since_collection", 2.0, check_hours_since_collection),
     CheckSpec("asset_checks", 1.0, check_asset_checks, needs_instance=True),
     CheckSpec("circuit_breakers", 2.0, check_circuit_breakers),
+    CheckSpec("daemon", 2.0, check_daemon, needs_instance=True),
     CheckSpec("in_progress", 0.0, check_in_progress, needs_instance=True),
 )
 

@@ -116,7 +116,9 @@ QUICKSTART_DAYS = 90
 #: Gap healing looks this many days back, and requests at most this many runs per sensor tick.
 HEALING_HORIZON_DAYS = 90
 HEALING_MAX_RUNS_PER_TICK = 20
-#: Local hour (client timezone) by which yesterday's data must be stored; the freshness check fails after it.
+#: Local hour (client timezone) from which yesterday's data must be stored: the freshness check fails after it and
+#: the completeness window ends on yesterday from then on (the day before until then). Default of the per-client
+#: `freshness_deadline_hour` in clients.yaml; collection runs at 06:00 local by default, so 9 leaves three hours.
 FRESHNESS_DEADLINE_HOUR = 9
 KNOWN_CURRENCIES = frozenset(
     {"USD", "EUR", "GBP", "PLN", "CZK", "SEK", "NOK", "DKK", "CHF", "CAD", "AUD", "NZD", "JPY", "HUF", "RON"}

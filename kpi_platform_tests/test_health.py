@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -14,12 +14,18 @@ from dagster._core.execution.backfill import (  # PRIVATE: no public way to add 
     BulkActionStatus,
     PartitionBackfill,
 )
+from dagster._core.remote_origin import (  # PRIVATE: a QUEUED run needs a code-location origin
+    RegisteredCodeLocationOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._daemon.types import DaemonHeartbeat  # PRIVATE: the daemon's own record, no public constructor
 
 from kpi_platform import cli
 from kpi_platform.automation import CollectionRequest
 from kpi_platform.definitions import defs
 from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
 from kpi_platform.health import (
+    DAEMON_HEARTBEAT_UNHEALTHY_S,
     HEALTH_CHECKS,
     HealthCheck,
     HealthReport,
@@ -94,6 +100,36 @@ def set_breaker(platform: Platform, name: str, state: str) -> None:
         )
 
 
+def beat(instance: dg.DagsterInstance, at: datetime, daemon_types: Sequence[str] | None = None) -> None:
+    """A heartbeat at `at` from each of `daemon_types` (default: every daemon the instance requires), as a running
+    `dagster-daemon` writes them."""
+    for daemon_type in instance.get_required_daemon_types() if daemon_types is None else daemon_types:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(at.timestamp(), daemon_type, "test-daemon", None))
+
+
+def enqueue(instance: dg.DagsterInstance, job_name: str = "daily_collection_job") -> dg.DagsterRun:
+    """A QUEUED run, as the queued run coordinator stores it, created now (wall clock)."""
+    repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("kpi"), "__repository__")
+    origin = repository.get_job_origin(job_name)
+    return instance.add_run(
+        dg.DagsterRun(job_name=job_name, status=dg.DagsterRunStatus.QUEUED, remote_job_origin=origin)
+    )
+
+
+def daemon_check(
+    platform: Platform, now_utc: datetime, instance: dg.DagsterInstance | None = None
+) -> HealthCheck:
+    """The report's `daemon` check alone, as of `now_utc`."""
+    result = build_health_report(
+        warehouse=platform.warehouse,
+        instance=instance or platform.instance,
+        clients=clients_from_warehouse(platform.warehouse),
+        now_utc=now_utc,
+        checks=[spec for spec in HEALTH_CHECKS if spec.name == "daemon"],
+    )
+    return result.check("daemon")
+
+
 def report(platform: Platform, *, check_keys=(CONTRACT,), instance=True) -> HealthReport:
     return build_health_report(
         warehouse=platform.warehouse,
@@ -105,6 +141,8 @@ def report(platform: Platform, *, check_keys=(CONTRACT,), instance=True) -> Heal
 
 
 def test_complete_recent_data_is_healthy_with_full_score(collected):
+    beat(collected.instance, NOW - timedelta(minutes=1))
+    required = len(collected.instance.get_required_daemon_types())
     result = report(collected)
     assert [c.name for c in result.checks] == [spec.name for spec in HEALTH_CHECKS]
     assert result.status == HealthStatus.HEALTHY
@@ -122,6 +160,10 @@ def test_complete_recent_data_is_healthy_with_full_score(collected):
         "failed_checks": 0,
         "checks_never_evaluated": 0,
         "open_breakers": 0,
+        "daemons_healthy": required,
+        "daemons_required": required,
+        "run_queue_length": 0,
+        "run_queue_oldest_age_seconds": 0.0,
         "runs_in_progress": 0,
         "runs_queued": 0,
         "runs_running": 0,
@@ -167,6 +209,8 @@ def test_known_problems_are_counted_per_check(collected):
     assert metrics["checks_never_evaluated"] == 1
     assert metrics["open_breakers"] == 1
     assert metrics["runs_in_progress"] == 1 and metrics["runs_queued"] == 1
+    # The NOT_STARTED run was never submitted to the daemon's queue.
+    assert metrics["run_queue_length"] == 0
     assert metrics["backfills_in_progress"] == 1
 
     statuses = {c.name: c.status for c in result.checks}
@@ -177,6 +221,7 @@ def test_known_problems_are_counted_per_check(collected):
         "hours_since_collection": HealthStatus.DEGRADED,
         "asset_checks": HealthStatus.DEGRADED,
         "circuit_breakers": HealthStatus.DEGRADED,
+        "daemon": HealthStatus.DEGRADED,  # never ran on this test instance
         "in_progress": HealthStatus.HEALTHY,
     }
     assert result.status == HealthStatus.DEGRADED and result.exit_code() == 1
@@ -255,10 +300,12 @@ def test_without_an_instance_only_warehouse_checks_are_reported(collected):
     result = report(collected, instance=False)
     assert "asset_checks" not in {c.name for c in result.checks}
     assert "in_progress" not in {c.name for c in result.checks}
+    assert "daemon" not in {c.name for c in result.checks}
     assert result.status == HealthStatus.HEALTHY
 
 
 def test_inactive_clients_are_not_judged(platform):
+    beat(platform.instance, NOW)
     assert platform.collect("acme", TODAY - timedelta(days=35), YESTERDAY).success
     set_fetched_at(platform, "acme", NOW - timedelta(hours=1))
     row = platform.warehouse.get_client("globex")
@@ -309,6 +356,88 @@ def test_json_shape_and_markdown(collected):
     assert result.to_text().startswith("KPI platform health: DEGRADED")
 
 
+# --- the daemon -------------------------------------------------------------------------------------------------
+
+
+def test_daemon_with_fresh_heartbeats_is_healthy(platform):
+    required = platform.instance.get_required_daemon_types()
+    assert "QUEUED_RUN_COORDINATOR" in required and "SCHEDULER" in required
+    # Dagster's own tolerance: a heartbeat half an hour old still counts as alive.
+    beat(platform.instance, NOW - timedelta(minutes=30))
+    check = daemon_check(platform, NOW)
+    assert check.status == HealthStatus.HEALTHY and check.score == 100.0
+    assert check.metrics == {
+        "daemons_healthy": len(required),
+        "daemons_required": len(required),
+        "run_queue_length": 0,
+        "run_queue_oldest_age_seconds": 0.0,
+    }
+    assert check.summary == f"{len(required)}/{len(required)} daemons alive; run queue empty"
+    assert check.details["daemons"]["SCHEDULER"]["heartbeat_age_seconds"] == 1800.0
+
+
+def test_a_stale_or_missing_required_daemon_is_unhealthy(platform):
+    required = platform.instance.get_required_daemon_types()
+    others = [t for t in required if t not in ("SCHEDULER", "SENSOR")]
+    beat(platform.instance, NOW - timedelta(minutes=1), others)
+    beat(platform.instance, NOW - timedelta(seconds=DAEMON_HEARTBEAT_UNHEALTHY_S + 90), ["SCHEDULER"])
+    check = daemon_check(platform, NOW)
+    assert check.status == HealthStatus.UNHEALTHY
+    assert check.details["daemons_down"] == [t for t in required if t in ("SCHEDULER", "SENSOR")]
+    assert check.details["daemons"]["SCHEDULER"]["state"] == "stale"
+    assert check.details["daemons"]["SENSOR"]["state"] == "missing"
+    assert "SCHEDULER 32 min ago" in check.summary and "SENSOR never" in check.summary
+    assert check.metrics["daemons_healthy"] == len(others)
+    assert check.metrics["daemons_required"] == len(required)
+    assert check.score == round(100.0 * len(others) / len(required), 1)
+
+
+def test_queued_runs_without_a_live_daemon_are_unhealthy(platform):
+    first = enqueue(platform.instance)
+    enqueue(platform.instance)
+    now = datetime.now(UTC) + timedelta(minutes=45)
+    check = daemon_check(platform, now)
+    assert check.status == HealthStatus.UNHEALTHY and check.score == 0.0
+    assert check.metrics["run_queue_length"] == 2
+    assert 45 * 60 - 5 <= check.metrics["run_queue_oldest_age_seconds"] <= 45 * 60 + 60
+    assert check.summary.startswith("2 runs queued, oldest 45 min, and no live daemon starts them")
+    assert check.details["oldest_queued_run"]["run_id"] == first.run_id
+
+    # Every other daemon alive does not help: the run-queue daemon is the one that starts queued runs.
+    others = [t for t in platform.instance.get_required_daemon_types() if t != "QUEUED_RUN_COORDINATOR"]
+    beat(platform.instance, now, others)
+    assert daemon_check(platform, now).status == HealthStatus.UNHEALTHY
+
+
+def test_a_queue_with_a_live_daemon_is_degraded_only_when_old(platform):
+    enqueue(platform.instance)
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    beat(platform.instance, soon)
+    young = daemon_check(platform, soon)
+    assert young.status == HealthStatus.HEALTHY
+    assert young.metrics["run_queue_length"] == 1
+
+    later = soon + timedelta(minutes=45)
+    beat(platform.instance, later)
+    old = daemon_check(platform, later)
+    assert old.status == HealthStatus.DEGRADED and old.score == 50.0
+    assert old.summary.endswith("1 run queued, oldest 46 min (over 30 min)")
+
+
+def test_a_daemon_that_never_ran_is_degraded_as_not_running(platform):
+    # Right after the quickstart, or on a test instance: no heartbeat ever, nothing queued.
+    check = daemon_check(platform, NOW)
+    assert check.status == HealthStatus.DEGRADED and check.score == 50.0
+    assert check.summary.startswith("daemon not running (no heartbeat ever recorded)")
+    assert check.metrics["daemons_healthy"] == 0
+    assert {d["state"] for d in check.details["daemons"].values()} == {"missing"}
+
+    # An ephemeral instance cannot run a daemon and requires none.
+    ephemeral = daemon_check(platform, NOW, instance=dg.DagsterInstance.ephemeral())
+    assert ephemeral.status == HealthStatus.HEALTHY
+    assert ephemeral.summary == "no daemon required by this instance; run queue empty"
+
+
 # --- the CLI ------------------------------------------------------------------------------------------------------
 
 
@@ -323,9 +452,29 @@ def test_cli_exit_codes_follow_the_status(platform, tmp_path, monkeypatch, capsy
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, TODAY - timedelta(days=35), YESTERDAY).success
 
+    # The CLI's own instance has never seen a daemon.
+    code, out = run_cli(capsys, "--json")
+    data = json.loads(out)
+    daemon = next(c for c in data["checks"] if c["name"] == "daemon")
+    assert (code, data["status"], daemon["status"]) == (1, "degraded", "degraded")
+    assert daemon["summary"].startswith("daemon not running")
+    assert daemon["details"]["daemons"]["SCHEDULER"] == {
+        "state": "missing",
+        "last_heartbeat_at": None,
+        "heartbeat_age_seconds": None,
+        "recent_errors": 0,
+    }
+    assert {"daemons_healthy", "daemons_required", "run_queue_length", "run_queue_oldest_age_seconds"} <= set(
+        data["metrics"]
+    )
+
+    with dg.DagsterInstance.get() as instance:
+        beat(instance, datetime.now(UTC))
     code, out = run_cli(capsys, "--json")
     data = json.loads(out)
     assert (code, data["status"]) == (0, "healthy")
+    daemon = next(c for c in data["checks"] if c["name"] == "daemon")
+    assert daemon["metrics"]["daemons_healthy"] == daemon["metrics"]["daemons_required"] > 0
     assert data["metrics"]["clients_active"] == 2
     # The CLI judges every asset check of the code location; its own instance has evaluated none yet.
     assert data["metrics"]["checks_never_evaluated"] == len(defs.resolve_asset_graph().asset_check_keys) > 0
@@ -357,3 +506,24 @@ def test_cli_never_prints_the_warehouse_password(platform, tmp_path, monkeypatch
     code, out = run_cli(capsys)
     assert code == 2
     assert "s3cret-pw" not in out + capsys.readouterr().err
+
+
+def test_each_client_is_due_by_its_own_freshness_deadline():
+    """The report uses each client's `freshness_deadline_hour`, as the `fresh_per_client` check does."""
+    from dataclasses import replace
+
+    from kpi_platform.clients import Client, ClientSettings
+    from kpi_platform.health import HealthContext
+
+    early = Client(
+        id="early", name="Early", ad_account_id="act_1", currency="EUR", timezone="Europe/Warsaw"
+    )
+    late = replace(early, id="late", settings=ClientSettings(freshness_deadline_hour=14))
+    noon_warsaw = datetime(2026, 11, 10, 11, 0, tzinfo=UTC)  # 12:00 in Warsaw
+    ctx = HealthContext(warehouse=None, instance=None, clients=[early, late], now_utc=noon_warsaw)
+    assert ctx.due_day(early).isoformat() == "2026-11-09"  # past its 09:00 deadline: yesterday is due
+    assert ctx.due_day(late).isoformat() == "2026-11-08"  # before 14:00: yesterday still pending
+    forced = HealthContext(
+        warehouse=None, instance=None, clients=[early, late], now_utc=noon_warsaw, deadline_hour=9
+    )
+    assert forced.due_day(late).isoformat() == "2026-11-09"

@@ -28,7 +28,9 @@ def health_metadata(report: HealthReport) -> dict[str, dg.MetadataValue]:
         "status": dg.MetadataValue.text(report.status.value),
     }
     for name, value in report.metrics().items():
-        metadata[name] = dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+        metadata[name] = (
+            dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+        )
     return metadata
 
 
@@ -41,9 +43,9 @@ def health_metadata(report: HealthReport) -> dict[str, dg.MetadataValue]:
 def health_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Health of the KPI platform, the same report as `kpi-platform health`: yesterday's collection, missing
     days (7 / 30 days), split data, hours since each client's last successful collection, failed asset checks,
-    open circuit breakers, runs and backfills in progress; a status (healthy / degraded / unhealthy) and a
-    0–100 score. Grain: one materialization per evaluation (hourly). Materializes whatever the status is: an
-    unhealthy platform is a result, not a failure of this asset.
+    open circuit breakers, the Dagster daemon's heartbeats and run queue, runs and backfills in progress; a
+    status (healthy / degraded / unhealthy) and a 0–100 score. Grain: one materialization per evaluation
+    (hourly). Materializes whatever the status is: an unhealthy platform is a result, not a failure of this asset.
     """
     wh = warehouse.get_warehouse()
     report = build_health_report(

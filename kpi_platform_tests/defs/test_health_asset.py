@@ -14,6 +14,7 @@ from kpi_platform.defs.health import (
     health_report_schedule,
 )
 from kpi_platform.warehouse import schema
+from kpi_platform_tests.test_health import beat
 
 
 def defs_with_health(platform) -> dg.Definitions:
@@ -37,6 +38,7 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     today = datetime.now(UTC).date()
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, today - timedelta(days=35), today - timedelta(days=1)).success
+    beat(platform.instance, datetime.now(UTC))
 
     meta = materialize_report(platform)
     assert meta["status"] == "healthy"
@@ -52,6 +54,10 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
         "max_hours_since_collection",
         "failed_checks",
         "open_breakers",
+        "daemons_healthy",
+        "daemons_required",
+        "run_queue_length",
+        "run_queue_oldest_age_seconds",
         "runs_in_progress",
         "backfills_in_progress",
     ):
@@ -61,6 +67,8 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     assert meta["runs_in_progress"] == 0
     # The asset judges the checks of its code location; the collections evaluated the contract check.
     assert meta["failed_checks"] == 0
+    assert meta["daemons_healthy"] == meta["daemons_required"] > 0
+    assert "| daemon | healthy |" in meta["report"]
 
     now = datetime.now(UTC)
     with platform.warehouse.engine.begin() as conn:
