@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -197,73 +198,98 @@ def smtp_apprise_url(
     return f"{scheme}://{auth}{host}:{port}/?{query}"
 
 
-def channels_from_env(environ: Mapping[str, str] | None = None) -> tuple[Channel, ...]:
-    """The configured channels; raises ValueError naming the variable of an invalid setting (never its value)."""
-    env = os.environ if environ is None else environ
+#: (URL variable, minimum-severity variable, the JSON field carrying the message) of each webhook channel.
+_SLACK_SETTINGS = (settings.ENV_ALERT_SLACK_WEBHOOK, settings.ENV_ALERT_SLACK_MIN_SEVERITY, "text")
+_DISCORD_SETTINGS = (settings.ENV_ALERT_DISCORD_WEBHOOK, settings.ENV_ALERT_DISCORD_MIN_SEVERITY, "content")
 
-    def get(name: str) -> str:
-        return (env.get(name) or "").strip()
 
-    def minimum(kind: str, variable: str) -> Severity:
-        return Severity.parse(get(variable) or settings.DEFAULT_ALERT_MIN_SEVERITY[kind], what=variable)
+def _get(env: Mapping[str, str], name: str) -> str:
+    return (env.get(name) or "").strip()
 
-    channels: list[Channel] = []
-    webhooks = (
-        ("slack", settings.ENV_ALERT_SLACK_WEBHOOK, settings.ENV_ALERT_SLACK_MIN_SEVERITY, "text"),
-        ("discord", settings.ENV_ALERT_DISCORD_WEBHOOK, settings.ENV_ALERT_DISCORD_MIN_SEVERITY, "content"),
+
+def _minimum(env: Mapping[str, str], kind: str, variable: str) -> Severity:
+    return Severity.parse(_get(env, variable) or settings.DEFAULT_ALERT_MIN_SEVERITY[kind], what=variable)
+
+
+def _webhook_channel(
+    env: Mapping[str, str], kind: str, url_variable: str, min_variable: str, message_field: str
+) -> Channel | None:
+    url = _get(env, url_variable)
+    if not url:
+        return None
+    try:
+        apprise_url = webhook_apprise_url(url, message_field=message_field)
+    except ValueError as exc:
+        raise ValueError(f"{url_variable}: {exc}") from None
+    return Channel(
+        kind, apprise_url, _minimum(env, kind, min_variable), secrets=(*webhook_secrets(url), apprise_url)
     )
-    for kind, url_variable, min_variable, message_field in webhooks:
-        url = get(url_variable)
-        if not url:
-            continue
-        try:
-            apprise_url = webhook_apprise_url(url, message_field=message_field)
-        except ValueError as exc:
-            raise ValueError(f"{url_variable}: {exc}") from None
-        channels.append(
-            Channel(
-                kind, apprise_url, minimum(kind, min_variable), secrets=(*webhook_secrets(url), apprise_url)
-            )
-        )
 
-    host = get(settings.ENV_ALERT_SMTP_HOST)
-    if host:
-        tls = (get(settings.ENV_ALERT_SMTP_TLS) or "starttls").lower()
-        if tls not in SMTP_TLS_MODES:
-            raise ValueError(
-                f"{settings.ENV_ALERT_SMTP_TLS}: {tls!r} is not one of {', '.join(SMTP_TLS_MODES)}"
-            )
-        raw_port = get(settings.ENV_ALERT_SMTP_PORT)
+
+def _email_channel(env: Mapping[str, str]) -> Channel | None:
+    host = _get(env, settings.ENV_ALERT_SMTP_HOST)
+    if not host:
+        return None
+    tls = (_get(env, settings.ENV_ALERT_SMTP_TLS) or "starttls").lower()
+    if tls not in SMTP_TLS_MODES:
+        raise ValueError(f"{settings.ENV_ALERT_SMTP_TLS}: {tls!r} is not one of {', '.join(SMTP_TLS_MODES)}")
+    raw_port = _get(env, settings.ENV_ALERT_SMTP_PORT)
+    try:
+        port = int(raw_port) if raw_port else SMTP_DEFAULT_PORTS[tls]
+    except ValueError:
+        raise ValueError(f"{settings.ENV_ALERT_SMTP_PORT}: {raw_port!r} is not a port number") from None
+    sender = _get(env, settings.ENV_ALERT_EMAIL_FROM)
+    recipients = [r.strip() for r in _get(env, settings.ENV_ALERT_EMAIL_TO).split(",") if r.strip()]
+    missing = [
+        name
+        for name, value in (
+            (settings.ENV_ALERT_EMAIL_FROM, sender),
+            (settings.ENV_ALERT_EMAIL_TO, recipients),
+        )
+        if not value
+    ]
+    if missing:
+        raise ValueError(f"{settings.ENV_ALERT_SMTP_HOST} is set but {', '.join(missing)} is not")
+    password = env.get(settings.ENV_ALERT_SMTP_PASSWORD) or None
+    apprise_url = smtp_apprise_url(
+        host=host,
+        port=port,
+        tls=tls,
+        user=_get(env, settings.ENV_ALERT_SMTP_USER) or None,
+        password=password,
+        sender=sender,
+        recipients=recipients,
+    )
+    secrets = (password, apprise_url) if password else (apprise_url,)
+    return Channel(
+        "email", apprise_url, _minimum(env, "email", settings.ENV_ALERT_EMAIL_MIN_SEVERITY), secrets
+    )
+
+
+def channels_from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    on_invalid: Callable[[str, ValueError], None] | None = None,
+) -> tuple[Channel, ...]:
+    """The configured channels. An invalid setting raises ValueError naming its variable (never a secret); with
+    `on_invalid`, that channel is instead reported as (kind, error) and left out, and the others are kept."""
+    env = os.environ if environ is None else environ
+    builders: tuple[tuple[str, Callable[[], Channel | None]], ...] = (
+        ("slack", partial(_webhook_channel, env, "slack", *_SLACK_SETTINGS)),
+        ("discord", partial(_webhook_channel, env, "discord", *_DISCORD_SETTINGS)),
+        ("email", partial(_email_channel, env)),
+    )
+    channels: list[Channel] = []
+    for kind, build in builders:
         try:
-            port = int(raw_port) if raw_port else SMTP_DEFAULT_PORTS[tls]
-        except ValueError:
-            raise ValueError(f"{settings.ENV_ALERT_SMTP_PORT}: {raw_port!r} is not a port number") from None
-        sender = get(settings.ENV_ALERT_EMAIL_FROM)
-        recipients = [r.strip() for r in get(settings.ENV_ALERT_EMAIL_TO).split(",") if r.strip()]
-        missing = [
-            name
-            for name, value in (
-                (settings.ENV_ALERT_EMAIL_FROM, sender),
-                (settings.ENV_ALERT_EMAIL_TO, recipients),
-            )
-            if not value
-        ]
-        if missing:
-            raise ValueError(f"{settings.ENV_ALERT_SMTP_HOST} is set but {', '.join(missing)} is not")
-        password = env.get(settings.ENV_ALERT_SMTP_PASSWORD) or None
-        apprise_url = smtp_apprise_url(
-            host=host,
-            port=port,
-            tls=tls,
-            user=get(settings.ENV_ALERT_SMTP_USER) or None,
-            password=password,
-            sender=sender,
-            recipients=recipients,
-        )
-        secrets = (password, apprise_url) if password else (apprise_url,)
-        channels.append(
-            Channel("email", apprise_url, minimum("email", settings.ENV_ALERT_EMAIL_MIN_SEVERITY), secrets)
-        )
+            channel = build()
+        except ValueError as exc:
+            if on_invalid is None:
+                raise
+            on_invalid(kind, exc)
+            continue
+        if channel is not None:
+            channels.append(channel)
     return tuple(channels)
 
 
@@ -353,12 +379,27 @@ class Notifier:
         *,
         environ: Mapping[str, str] | None = None,
         clock: Clock = _utcnow,
+        log: logging.Logger = logger,
     ) -> Notifier:
-        """Channels from the KPI_ALERT_* variables; the Meta access token is redacted from messages too."""
+        """Channels from the KPI_ALERT_* variables; the Meta access token is redacted from messages too.
+
+        A channel with an invalid setting is logged as an error on `log` (channel and variable, never a secret)
+        and left out: one typo must not fail the caller or silence the other channels."""
         env = os.environ if environ is None else environ
-        return cls(
-            warehouse, channels=channels_from_env(env), clock=clock, secrets=(env.get(settings.ENV_TOKEN),)
+        secret_variables = (
+            settings.ENV_ALERT_SLACK_WEBHOOK,
+            settings.ENV_ALERT_DISCORD_WEBHOOK,
+            settings.ENV_ALERT_SMTP_PASSWORD,
+            settings.ENV_TOKEN,
         )
+        # The errors quote only non-secret values (a severity, a port, a TLS mode); redacting keeps it that way.
+        secrets = [env.get(name) for name in secret_variables]
+
+        def report(kind: str, error: ValueError) -> None:
+            log.error("alert channel %s is off, its settings are invalid: %s", kind, redact(error, secrets))
+
+        channels = channels_from_env(env, on_invalid=report)
+        return cls(warehouse, channels=channels, clock=clock, secrets=(env.get(settings.ENV_TOKEN),))
 
     def __repr__(self) -> str:
         channels = ", ".join(f"{c.kind}>={c.min_severity.name}" for c in self._channels)

@@ -1,7 +1,8 @@
 """Problems worth telling a person about, as alerts: failed collections, failed checks, open breakers.
 
 Plain functions from facts (run failures, check results, partition statuses) to `alerts.Alert`s with stable keys,
-so the alert sensors only gather facts and `Notifier.sync` does the once-per-problem bookkeeping.
+and to the client-days still failing, so the alert sensors only gather facts and `Notifier.sync` does the
+once-per-problem bookkeeping.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kpi_platform.alerts import RUNBOOK, Alert, Severity
+from kpi_platform.automation import FAILED, MATERIALIZED
 
 COLLECTION_PREFIX = "collection_failed:"
 TOKEN_PREFIX = "token_invalid:"
@@ -108,3 +110,22 @@ def collection_failure_alert(
         f"What to do: read the run's logs in the Dagster UI; transient causes heal by themselves (gap-healing "
         f"sensor); otherwise fix the cause and backfill the failed partitions ({RUNBOOK} › Healing by hand).",
     )
+
+
+def failing_collection_keys(
+    *,
+    keys: Iterable[str],
+    statuses: Mapping[str, str | None],
+    remembered: Iterable[str],
+    failed_in_runs: Iterable[str],
+) -> set[str]:
+    """The client-days of `keys` whose collection failed and that have not been materialized since.
+
+    Dagster shows a failed day whose retry is queued or running as IN_PROGRESS, hiding the failure; so a day
+    seen FAILED (`remembered` from earlier ticks, or covered by a run that failed since: `failed_in_runs`) stays
+    failing until it is MATERIALIZED, and a collection alert is not resolved by each retry that starts.
+    """
+    horizon = set(keys)
+    seen_failing = {k for k, status in statuses.items() if status == FAILED}
+    seen_failing |= set(remembered) | set(failed_in_runs)
+    return {k for k in seen_failing & horizon if statuses.get(k) != MATERIALIZED}

@@ -263,6 +263,30 @@ def test_channels_from_env_defaults_and_errors():
     assert "discordSecretToken" not in str(raised.value)
 
 
+def test_an_invalid_channel_is_logged_and_left_out_and_the_others_still_send(warehouse, sinks, caplog):
+    web, mail = sinks
+    broken = {
+        settings.ENV_ALERT_SLACK_MIN_SEVERITY: "urgent",
+        settings.ENV_ALERT_DISCORD_WEBHOOK: "discord.com" + DISCORD_PATH,
+    }
+    with caplog.at_level(logging.INFO):
+        notifier = Notifier.from_env(warehouse, environ=env_for(web.url, mail.port, **broken))
+    assert [c.kind for c in notifier.channels] == ["email"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2
+    assert "slack" in errors[0] and settings.ENV_ALERT_SLACK_MIN_SEVERITY in errors[0]
+    assert "discord" in errors[1] and settings.ENV_ALERT_DISCORD_WEBHOOK in errors[1]
+    for secret in ("slackSecretToken", "discordSecretToken", SMTP_PASSWORD, META_TOKEN):
+        assert secret not in caplog.text
+    assert notifier.raise_alert(TOKEN_ALERT) is True
+    assert delivered(web, mail) == {"slack": 0, "discord": 0, "email": 1}
+
+    caplog.clear()
+    bad_port = env_for(web.url, mail.port, **{settings.ENV_ALERT_SMTP_PORT: "twenty-five"})
+    assert [c.kind for c in Notifier.from_env(warehouse, environ=bad_port).channels] == ["slack", "discord"]
+    assert settings.ENV_ALERT_SMTP_PORT in caplog.text and SMTP_PASSWORD not in caplog.text
+
+
 def test_alert_validates_its_key_and_severity():
     assert Alert("k", "high", "t", "b").severity is Severity.HIGH
     with pytest.raises(ValueError):

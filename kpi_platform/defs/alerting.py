@@ -1,13 +1,20 @@
 """Alert sensors: a failed collection run alerts at once; a periodic sync raises and resolves alerts for failed
 checks (freshness, completeness, split data …), open circuit breakers and clients with failed days."""
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+# PRIVATE in 1.13: check records and their status (a PLANNED record has no result yet).
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
 from kpi_platform import settings
 from kpi_platform.alerts import BREAKER_ALERT_PREFIX, Alert, Notifier, breaker_alerts
-from kpi_platform.automation import FAILED, expected_keys
+from kpi_platform.automation import expected_keys
 from kpi_platform.clients import Client
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
@@ -20,7 +27,11 @@ from kpi_platform.problems import (
     CheckFact,
     check_alerts,
     collection_failure_alert,
+    failing_collection_keys,
 )
+
+FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+FAILED_RUNS_OVERLAP = timedelta(minutes=5)
 
 
 def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
@@ -55,23 +66,45 @@ def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehou
         error=error,
         message=message[:1500],
     )
-    sent = Notifier.from_env(warehouse.get_warehouse()).raise_alert(alert)
+    sent = Notifier.from_env(warehouse.get_warehouse(), log=context.log).raise_alert(alert)
     context.log.info(f"{alert.key}: {'notified' if sent else 'already open or no channel'}")
+
+
+def _latest_check_result(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> AssetCheckExecutionRecord | None:
+    """The check's latest finished record, None if it never finished. Creating a run records every check it
+    covers as PLANNED; until the run evaluates it (or forever, if the run fails first) the result before stands."""
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    if record is None or record.status in FINISHED_CHECK_STATUSES:
+        return record
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=FINISHED_CHECK_STATUSES
+    )
+    return history[0] if history else None
 
 
 def _check_facts(context: dg.SensorEvaluationContext) -> list[CheckFact]:
     facts = []
     for key in context.repository_def.asset_graph.asset_check_keys:
-        record = context.instance.get_latest_asset_check_evaluation_record(key)
-        event = record.event if record is not None else None
-        if event is None or event.dagster_event is None:
-            continue
-        evaluation = event.dagster_event.event_specific_data
-        if not hasattr(evaluation, "passed"):
+        record = _latest_check_result(context.instance, key)
+        evaluation = record.evaluation if record is not None else None
+        if evaluation is None:
             continue
         metadata = {name: value.value for name, value in (evaluation.metadata or {}).items()}
         facts.append(CheckFact(key.asset_key.to_user_string(), key.name, bool(evaluation.passed), metadata))
     return facts
+
+
+def _failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
+    """Client-days of the collection runs that failed after `since` (or a little before)."""
+    # A run's update time comes from the process that wrote it, not from this sensor's clock; reading an overlap
+    # again costs nothing (the keys are a set) and a run stored late is not missed.
+    after = since - FAILED_RUNS_OVERLAP
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=after)
+    )
+    return [key for run in runs for key in _run_keys(run)]
 
 
 @dg.sensor(
@@ -84,17 +117,36 @@ def _check_facts(context: dg.SensorEvaluationContext) -> list[CheckFact]:
 def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
 
+    state = json.loads(context.cursor) if context.cursor else {}
+    # Taken before reading the runs, so a run failing meanwhile is read again next tick rather than missed.
+    now = datetime.now(UTC)
+    # Without a cursor (first tick, or reset) the failures of the whole horizon are learnt from the run history.
+    since = (
+        datetime.fromtimestamp(state["since"], UTC)
+        if "since" in state
+        else now - timedelta(days=settings.HEALING_HORIZON_DAYS)
+    )
+
     wh = warehouse.get_warehouse()
-    notifier = Notifier.from_env(wh)
+    notifier = Notifier.from_env(wh, log=context.log)
     checks = notifier.sync(check_alerts(_check_facts(context)), CHECK_PREFIX)
     breakers = notifier.sync(breaker_alerts(BreakerGuard(wh).list_breakers()), BREAKER_ALERT_PREFIX)
 
     clients = [Client.from_row(row) for row in wh.list_clients(active_only=True)]
-    keys = expected_keys(clients, today=datetime.now(UTC).date(), horizon_days=settings.HEALING_HORIZON_DAYS)
-    statuses = context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions)
-    failing_clients = {
-        key.split("|")[0] for key, status in statuses.items() if status is not None and status.value == FAILED
-    }
+    keys = expected_keys(clients, today=now.date(), horizon_days=settings.HEALING_HORIZON_DAYS)
+    # None until the asset has its first event on this instance.
+    by_partition = (
+        context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
+    )
+    failing = failing_collection_keys(
+        keys=keys,
+        statuses={
+            key: (status.value if status is not None else None) for key, status in by_partition.items()
+        },
+        remembered=state.get("failing", ()),
+        failed_in_runs=_failed_run_keys(context.instance, since),
+    )
+    failing_clients = {key.split("|")[0] for key in failing}
     resolved: list[str] = []
     for prefix in (COLLECTION_PREFIX, TOKEN_PREFIX):
         still_open = [
@@ -105,10 +157,12 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         resolved += notifier.sync(still_open, prefix).resolved
     summary = (
         f"checks: {len(checks.open)} open, {len(checks.notified)} new, {len(checks.resolved)} resolved; "
-        f"breakers: {len(breakers.open)} open; collections resolved: {len(resolved)}"
+        f"breakers: {len(breakers.open)} open; collections resolved: {len(resolved)}; "
+        f"client-days failing: {len(failing)}"
     )
     context.log.info(summary)
-    return dg.SkipReason(summary)
+    cursor = json.dumps({"since": now.timestamp(), "failing": sorted(failing)})
+    return dg.SensorResult(skip_reason=dg.SkipReason(summary), cursor=cursor)
 
 
 ALERT_SENSORS = [collection_failure_alert_sensor, alert_sync_sensor]

@@ -1,0 +1,154 @@
+"""The facts the alert sync gathers from Dagster: a run in progress is not a result, a queued retry is not a heal,
+a fresh instance is not an error, and one misconfigured channel does not silence the others."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import sqlalchemy as sa
+
+from kpi_platform.alerts import Alert, Notifier, Severity
+from kpi_platform.automation import FAILED, IN_PROGRESS, MATERIALIZED, CollectionRequest, keys_of_range
+from kpi_platform.defs.alerting import alert_sync_sensor
+from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.defs.partitions import client_daily_partitions
+from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.problems import failing_collection_keys
+from kpi_platform.warehouse import schema
+from kpi_platform_tests.defs.test_alert_sensors import run_failure_tick, texts
+from kpi_platform_tests.sinks import webhook_sink
+
+
+def tick(
+    platform, defs, cursor: str | None = None, log_handler: logging.Handler | None = None
+) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        instance=platform.instance,
+        repository_def=defs.get_repository_def(),
+        resources={"warehouse": WarehouseResource(url=platform.warehouse_url)},
+        cursor=cursor,
+    )
+    if log_handler is not None:
+        context.log.addHandler(log_handler)  # the tick's logger does not propagate to the root logger
+    return alert_sync_sensor(context)
+
+
+def open_keys(platform) -> list[str]:
+    return [p.key for p in Notifier(platform.warehouse, channels=()).open_problems()]
+
+
+def test_failing_keys_stay_failing_until_materialized():
+    keys = ["acme|2026-03-01", "acme|2026-03-02", "acme|2026-03-03", "globex|2026-03-01"]
+    statuses = {
+        "acme|2026-03-01": FAILED,
+        "acme|2026-03-02": IN_PROGRESS,
+        "acme|2026-03-03": IN_PROGRESS,
+        "globex|2026-03-01": MATERIALIZED,
+    }
+    # 03-02 failed before its retry was queued; 03-03 is a first attempt; globex healed.
+    remembered = ["acme|2026-03-02", "globex|2026-03-01"]
+    failing = failing_collection_keys(keys=keys, statuses=statuses, remembered=remembered, failed_in_runs=())
+    assert failing == {"acme|2026-03-01", "acme|2026-03-02"}
+    # A day is learnt from a failed run even when its retry started before the sync saw it FAILED; days outside
+    # the horizon are not counted.
+    from_runs = ["acme|2026-03-03", "acme|2025-01-01"]
+    failing = failing_collection_keys(keys=keys, statuses=statuses, remembered=(), failed_in_runs=from_runs)
+    assert failing == {"acme|2026-03-01", "acme|2026-03-03"}
+    assert failing_collection_keys(keys=keys, statuses={}, remembered=(), failed_in_runs=()) == set()
+
+
+def test_a_fresh_instance_syncs_without_error(platform):
+    result = tick(platform, platform.defs())
+    assert "collections resolved: 0" in result.skip_reason.skip_message
+
+
+def test_a_queued_retry_keeps_the_collection_alert_open(platform, monkeypatch):
+    defs = platform.defs()
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    request = CollectionRequest("acme", yesterday - timedelta(days=2), yesterday, run_key="", reason="heal")
+    with webhook_sink() as sink:
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+        monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
+        failed = platform.collect("acme", request.start, request.end)
+        assert not failed.success
+        run_failure_tick(platform, failed)
+        assert len(texts(sink)) == 1 and open_keys(platform) == ["token_invalid:acme"]
+
+        # The retry is queued before the sync ever saw the days FAILED: they show as IN_PROGRESS.
+        job = defs.resolve_job_def("daily_collection_job")
+        retry = platform.instance.create_run_for_job(job_def=job, tags=request.tags())
+        days = keys_of_range("acme", request.start, request.end)
+        statuses = platform.instance.get_status_by_partition(CLIENT_DAILY_KPIS, days, client_daily_partitions)
+        assert {status.value for status in statuses.values()} == {IN_PROGRESS}
+        cursor = tick(platform, defs).cursor
+        cursor = tick(platform, defs, cursor).cursor
+        assert len(texts(sink)) == 1 and open_keys(platform) == ["token_invalid:acme"]
+
+        # The retry fails too: the problem was never resolved, so nothing is sent again.
+        platform.instance.report_run_failed(platform.instance.get_run_by_id(retry.run_id))
+        cursor = tick(platform, defs, cursor).cursor
+        assert len(texts(sink)) == 1
+
+        monkeypatch.delenv("META_ACCESS_TOKEN")
+        assert platform.collect("acme", request.start, request.end).success
+        tick(platform, defs, cursor)
+        messages = texts(sink)
+        assert len(messages) == 2 and "resolved" in messages[1].lower()
+        assert open_keys(platform) == []
+
+
+def test_a_check_run_in_progress_keeps_the_check_alert_open(platform, monkeypatch):
+    defs = platform.defs()
+    today = datetime.now(UTC).date()
+    for client_id in ("acme", "globex"):
+        assert platform.collect(client_id, today - timedelta(days=31), today - timedelta(days=1)).success
+    gone = today - timedelta(days=4)
+    with platform.warehouse.engine.begin() as conn:
+        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+            conn.execute(sa.delete(table).where(table.c.client_id == "acme", table.c.kpi_date == gone))
+    checks_job = defs.resolve_job_def("warehouse_checks_job")
+    with webhook_sink() as sink:
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "MEDIUM")
+        checks_job.execute_in_process(instance=platform.instance)
+        tick(platform, defs)
+        assert [m for m in texts(sink) if "completeness_meets_target" in m]
+        sent = len(texts(sink))
+
+        # A new checks run records every check as PLANNED until it evaluates them.
+        planned = platform.instance.create_run_for_job(job_def=checks_job)
+        completeness = dg.AssetCheckKey(CLIENT_DAILY_KPIS, "completeness_meets_target")
+        assert (
+            platform.instance.get_latest_asset_check_evaluation_record(completeness).status.value == "PLANNED"
+        )
+        tick(platform, defs)
+        assert len(texts(sink)) == sent
+        assert any("completeness_meets_target" in key for key in open_keys(platform))
+
+        # The run fails before evaluating anything: its checks stay PLANNED, the failed result still stands.
+        platform.instance.report_run_failed(platform.instance.get_run_by_id(planned.run_id))
+        tick(platform, defs)
+        assert len(texts(sink)) == sent
+        assert not any("resolved" in m.lower() for m in texts(sink))
+        assert any("completeness_meets_target" in key for key in open_keys(platform))
+
+
+def test_an_invalid_channel_setting_leaves_the_other_channels_working(platform, monkeypatch, caplog):
+    defs = platform.defs()
+    with webhook_sink() as sink:
+        slack = {"KPI_ALERT_SLACK_WEBHOOK": f"{sink.url}/slack"}
+        Notifier.from_env(platform.warehouse, environ=slack).raise_alert(
+            Alert("check:kpi/gone:rows_meet_contract", Severity.HIGH, "Check rows_meet_contract failed", "b")
+        )
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", slack["KPI_ALERT_SLACK_WEBHOOK"])
+        monkeypatch.setenv(
+            "KPI_ALERT_DISCORD_WEBHOOK", "discord.com/api/webhooks/1/discordSecretToken0123456789"
+        )
+        tick(platform, defs, log_handler=caplog.handler)  # the tick does not fail; Slack hears the resolution
+        messages = texts(sink)
+        assert len(messages) == 2 and "resolved" in messages[1].lower()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("discord" in e and "KPI_ALERT_DISCORD_WEBHOOK" in e for e in errors)
+    assert "discordSecretToken" not in caplog.text
