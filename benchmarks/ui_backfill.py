@@ -81,9 +81,22 @@ def write_clients_file(path: Path, clients: Sequence[Client]) -> None:
     path.write_text(yaml.safe_dump({"clients": entries}, sort_keys=False), encoding="utf-8")
 
 
-def instance_config(*, max_concurrent_runs: int | None, pool_limit: int | None) -> str:
-    """deploy/dagster.yaml, with the two tuning knobs replaced when given."""
+STOCK_STORAGE = {
+    "run_storage": ("dagster_postgres.run_storage", "PostgresRunStorage"),
+    "event_log_storage": ("dagster_postgres.event_log", "PostgresEventLogStorage"),
+    "schedule_storage": ("dagster_postgres.schedule_storage", "PostgresScheduleStorage"),
+}
+
+
+def instance_config(
+    *, max_concurrent_runs: int | None, pool_limit: int | None, stock_storage: bool = False
+) -> str:
+    """deploy/dagster.yaml, with the tuning knobs replaced when given; `stock_storage` puts dagster-postgres's
+    own storage classes (a connection per statement) in place of the pooled ones."""
     config = yaml.safe_load((deploy_dir() / "dagster.yaml").read_text(encoding="utf-8"))
+    if stock_storage:
+        for key, (module, cls) in STOCK_STORAGE.items():
+            config[key]["module"], config[key]["class"] = module, cls
     if max_concurrent_runs is not None:
         config["concurrency"]["runs"]["max_concurrent_runs"] = max_concurrent_runs
     if pool_limit is not None:
@@ -206,6 +219,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1: one planned event per range run instead of one per "
         "partition (range runs' partitions are then neither in progress nor failed in Dagster's partition status)",
     )
+    parser.add_argument(
+        "--stock-storage",
+        action="store_true",
+        help="dagster-postgres's own storage classes (no connection pool) instead of kpi_platform.pg_storage",
+    )
     parser.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
     parser.add_argument("--logs", help="keep the processes' logs in this folder")
     parser.add_argument("--echo", action="store_true", help="print the processes' output")
@@ -232,7 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         home = work / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text(
-            instance_config(max_concurrent_runs=args.max_concurrent_runs, pool_limit=args.pool_limit),
+            instance_config(
+                max_concurrent_runs=args.max_concurrent_runs,
+                pool_limit=args.pool_limit,
+                stock_storage=args.stock_storage,
+            ),
             encoding="utf-8",
         )
         clients_file, simulator_clients = work / "clients.yaml", work / "simulator_clients.yaml"

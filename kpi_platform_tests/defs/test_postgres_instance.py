@@ -137,3 +137,46 @@ def test_rerun_leaves_the_same_rows(pg_platform, dagster_db_url):
     assert after_days[day_columns].equals(before_days[day_columns])
     assert set(after_campaigns["run_id"]) == set(after_days["run_id"]) == {second.run_id}
     assert client_partitions(pg_platform.instance, "globex") == {f"globex|2026-10-0{d}" for d in range(1, 6)}
+
+
+def test_the_production_storage_pools_its_connections_and_records_runs(dagster_db_url):
+    """deploy/dagster.yaml's storage: dagster-postgres's classes with a small pool per process, so a run's many
+    event writes reuse connections instead of opening one per statement."""
+    from pathlib import Path
+
+    import yaml
+
+    from kpi_platform.pg_storage import (
+        PooledPostgresEventLogStorage,
+        PooledPostgresRunStorage,
+        PooledPostgresScheduleStorage,
+    )
+
+    production = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml").read_text(encoding="utf-8")
+    )
+    postgres_db = postgres_storage(dagster_db_url)["postgres"]["postgres_db"]
+    overrides = {}
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):
+        section = production[key]
+        assert section["module"] == "kpi_platform.pg_storage"
+        assert set(section["config"]["postgres_db"]) == set(postgres_db)
+        overrides[key] = {**section, "config": {"postgres_db": postgres_db}}
+
+    @dg.asset
+    def probe() -> None:
+        return None
+
+    with dg.instance_for_test(overrides=overrides) as instance:
+        assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PooledPostgresScheduleStorage)
+        engine = instance.event_log_storage._engine  # noqa: SLF001 - the pool is the point of the test
+        assert not isinstance(engine.pool, sa.pool.NullPool)
+        result = dg.materialize([probe], instance=instance)
+        assert result.success
+        assert run_status_in_postgres(dagster_db_url, result.run_id) == "SUCCESS"
+        assert instance.get_latest_materialization_event(dg.AssetKey("probe")) is not None
+        # Connections were reused: after a whole run the pool holds at most its size plus overflow.
+        assert engine.pool.checkedout() == 0
+        assert engine.pool.size() == 1

@@ -1,0 +1,88 @@
+"""Dagster's PostgreSQL storage with a small connection pool, for the production instance (deploy/dagster.yaml).
+
+dagster-postgres 0.29 opens a new PostgreSQL connection for every statement it runs outside the webserver
+(`NullPool`), and PostgreSQL forks a backend for each. Creating one range run of a single-run backfill writes one
+"materialization planned" event per partition (365 for a year), each with two connections: measured on this
+2-core machine, 22 ms per event without a pool and 6 ms with one (`benchmarks/ui_backfill.py` shows what it does
+to a whole backfill). dagster-postgres has no setting for it, so these subclasses swap the engine for a pooled one
+after the storage is built; everything else is dagster-postgres's own code.
+
+The pool is per process (the webserver, the daemon, the code server, each run worker) and small: `pool_size`
+connections stay open, `max_overflow` more are opened while threads (the daemon's) need them at once. A
+connection unused for `POOL_RECYCLE_S` is replaced, and `pool_pre_ping` is off: a connection that PostgreSQL
+dropped fails one statement, SQLAlchemy then discards the whole pool, and dagster-postgres retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+
+POOL_SIZE = 1
+POOL_MAX_OVERFLOW = 4
+POOL_RECYCLE_S = 300
+
+
+def pooled_engine(storage: Any) -> None:
+    """Replace `storage`'s NullPool engine by a pooled one on the same URL and credentials."""
+    old = storage._engine  # noqa: SLF001 - the one attribute dagster-postgres reads its engine from
+    storage._engine = create_pg_engine(  # noqa: SLF001
+        storage.postgres_url,
+        storage._token_provider,  # noqa: SLF001
+        isolation_level="AUTOCOMMIT",
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_MAX_OVERFLOW,
+        pool_recycle=POOL_RECYCLE_S,
+    )
+    old.dispose()
+
+
+def _arguments(inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "inst_data": inst_data,
+        "postgres_url": pg_url_from_config(config_value),
+        "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
+        "token_provider": get_token_provider_from_config(config_value),
+    }
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    """PostgresRunStorage whose statements reuse pooled connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pooled_engine(self)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+        return cls(**_arguments(inst_data, config_value))
+
+
+class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+    """PostgresEventLogStorage whose statements reuse pooled connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pooled_engine(self)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+        return cls(**_arguments(inst_data, config_value))
+
+
+class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+    """PostgresScheduleStorage whose statements reuse pooled connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pooled_engine(self)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+        return cls(**_arguments(inst_data, config_value))
