@@ -130,22 +130,31 @@ class CollectionError(RuntimeError):
     """A collection could not complete; nothing of its range was written."""
 
 
-def collect_range(
+@dataclass(frozen=True)
+class PreparedRange:
+    """One client × [start, end] fetched, parsed, validated and scored, not yet stored."""
+
+    client: Client
+    start: date
+    end: date
+    campaigns: pd.DataFrame
+    totals: pd.DataFrame
+    fetch: InsightsFetch
+    fetch_seconds: float
+
+
+def prepare_range(
     *,
     client: Client,
     start: date,
     end: date,
     meta: InsightsSource,
-    warehouse: Warehouse,
     run_id: str,
     validate: Validator | None = validate_contract,
     now: datetime | None = None,
-) -> CollectionResult:
-    """Fetch, parse, validate and store one client × [start, end] in one transaction; all or nothing.
-
-    Validation runs on everything fetched for the range before the transaction: a contract failure raises and
-    writes nothing. Each client-day gets its quality score (0-100, per-client thresholds) stored with the row.
-    """
+) -> PreparedRange:
+    """Fetch, parse, validate and score one client × [start, end]; raises ContractViolation (with every
+    failure) before anything is stored. Each client-day gets its quality score (0-100, per-client thresholds)."""
     if end < start:
         raise ValueError(f"collection range for '{client.id}' ends ({end}) before it starts ({start})")
     fetched_at = now or datetime.now(UTC)
@@ -175,13 +184,23 @@ def collect_range(
     stamp = {"source": fetch.source, "fetched_at": fetched_at, "run_id": run_id}
     campaigns = campaigns.assign(**stamp)[[*CAMPAIGN_COLUMNS, *stamp]]
     totals = totals.assign(**stamp)
+    return PreparedRange(client, start, end, campaigns, totals, fetch, fetch_seconds)
+
+
+def store_range(prepared: PreparedRange, *, warehouse: Warehouse) -> CollectionResult:
+    """Replace the client × range in the warehouse with the prepared rows, in one transaction."""
+    client, totals, fetch = prepared.client, prepared.totals, prepared.fetch
     stats = warehouse.replace_client_range(
-        client_id=client.id, start=start, end=end, campaign_rows=campaigns, daily_totals=totals
+        client_id=client.id,
+        start=prepared.start,
+        end=prepared.end,
+        campaign_rows=prepared.campaigns,
+        daily_totals=totals,
     )
     return CollectionResult(
         client_id=client.id,
-        start=start,
-        end=end,
+        start=prepared.start,
+        end=prepared.end,
         days=len(totals),
         idle_days=int((totals["delivery"] == "idle").sum()),
         campaign_rows=stats.campaign_rows,
@@ -192,7 +211,29 @@ def collect_range(
         api_requests=fetch.requests,
         api_retries=fetch.retries,
         throttle_wait_s=fetch.throttle_wait_s,
-        fetch_seconds=fetch_seconds,
+        fetch_seconds=prepared.fetch_seconds,
         write_seconds=stats.seconds,
         quality_score_mean=round(float(totals["quality_score"].mean()), 2) if len(totals) else 100.0,
     )
+
+
+def collect_range(
+    *,
+    client: Client,
+    start: date,
+    end: date,
+    meta: InsightsSource,
+    warehouse: Warehouse,
+    run_id: str,
+    validate: Validator | None = validate_contract,
+    now: datetime | None = None,
+) -> CollectionResult:
+    """Fetch, parse, validate and store one client × [start, end] in one transaction; all or nothing.
+
+    Validation runs on everything fetched for the range before the transaction: a contract failure raises and
+    writes nothing.
+    """
+    prepared = prepare_range(
+        client=client, start=start, end=end, meta=meta, run_id=run_id, validate=validate, now=now
+    )
+    return store_range(prepared, warehouse=warehouse)

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from kpi_platform import settings
+from kpi_platform.quality.schemas import ContractViolation, MonthlySummarySchema, schema_failures
 from kpi_platform.warehouse import Warehouse
 
 
@@ -80,6 +81,11 @@ def build_monthly_summary(
         "computed_at": now or datetime.now(UTC),
         "run_id": run_id,
     }
+    # The month's own contract (non-negative sums, ratios consistent with them, a known status) before it
+    # replaces the stored summary: a broken month raises and the previous summary stays.
+    failures = schema_failures(pd.DataFrame([row]), MonthlySummarySchema)
+    if not failures.empty:
+        raise ContractViolation(failures, client_id, month, month_end(month))
     warehouse.upsert_monthly_summary(row)
     return MonthlySummary(client_id=client_id, month=month, row=row)
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
-from kpi_platform.collect import CollectionResult, collect_range
+from kpi_platform.collect import CollectionResult, PreparedRange, prepare_range, store_range
 from kpi_platform.defs.partitions import (
     client_daily_partitions,
     client_monthly_partitions,
@@ -126,19 +126,16 @@ def client_daily_kpis(
     meta = BreakerGuard(wh).wrap(
         meta_api.get_client(accounts={c.ad_account_id: c.currency for c in clients.values()})
     )
-    results: list[CollectionResult] = []
+    prepared: list[PreparedRange] = []
     try:
+        # Every range of the run is fetched and validated before any is stored: a run covering several
+        # clients or gaps (launched by hand with range tags) stores all of them or none.
         for rng in ranges:
             client = clients[rng.client_id]
             context.log.info(f"collecting {client.id} ({client.ad_account_id}) {rng.start}..{rng.end}")
-            results.append(
-                collect_range(
-                    client=client,
-                    start=rng.start,
-                    end=rng.end,
-                    meta=meta,
-                    warehouse=wh,
-                    run_id=context.run.run_id,
+            prepared.append(
+                prepare_range(
+                    client=client, start=rng.start, end=rng.end, meta=meta, run_id=context.run.run_id
                 )
             )
     except ContractViolation as exc:
@@ -166,6 +163,7 @@ def client_daily_kpis(
         ) from None
     finally:
         meta.close()
+    results: list[CollectionResult] = [store_range(p, warehouse=wh) for p in prepared]
     yield dg.MaterializeResult(metadata=collection_metadata(results))
     yield dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,

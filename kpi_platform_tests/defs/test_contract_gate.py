@@ -18,11 +18,13 @@ OCT_1, OCT_5 = date(2026, 10, 1), date(2026, 10, 5)
 class _Tampering:
     """Wraps the real client and breaks one day's rows: more clicks than impressions."""
 
-    def __init__(self, inner, bad_day: str):
-        self.inner, self.bad_day = inner, bad_day
+    def __init__(self, inner, bad_day: str, bad_client: str | None = None):
+        self.inner, self.bad_day, self.bad_client = inner, bad_day, bad_client
 
     def fetch_campaign_insights(self, **kwargs):
         fetch = self.inner.fetch_campaign_insights(**kwargs)
+        if self.bad_client is not None and kwargs["client_id"] != self.bad_client:
+            return fetch
         rows = []
         for row in fetch.rows:
             if row["date_start"] == self.bad_day:
@@ -36,9 +38,10 @@ class _Tampering:
 
 class TamperingMetaApi(MetaApiResource):
     bad_day: str = "2026-10-03"
+    bad_client: str | None = None
 
     def get_client(self, *, accounts=None):
-        return _Tampering(super().get_client(accounts=accounts), self.bad_day)
+        return _Tampering(super().get_client(accounts=accounts), self.bad_day, self.bad_client)
 
 
 def run(platform, meta_api):
@@ -95,3 +98,26 @@ def test_good_data_passes_the_check_and_stores_quality_scores(platform):
     assert evaluation.passed
     days = platform.warehouse.read_client_days(client_id="acme", start=OCT_1, end=OCT_5)
     assert days["quality_score"].between(0, 100).all()
+
+
+def test_a_run_of_several_clients_stores_all_of_them_or_none(platform):
+    """A rectangle run (acme and globex, launched by hand with range tags) where only globex's data breaks the
+    contract stores nothing for acme either: every range is validated before any is written."""
+    from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+
+    defs = build_defs(
+        resources={
+            "warehouse": WarehouseResource(url=platform.warehouse_url),
+            "meta_api": TamperingMetaApi(bad_client="globex"),
+        }
+    )
+    tags = {RANGE_START_TAG: "acme|2026-10-01", RANGE_END_TAG: "globex|2026-10-05"}
+    result = defs.resolve_job_def("daily_collection_job").execute_in_process(
+        instance=platform.instance, tags=tags, raise_on_error=False
+    )
+    assert not result.success
+    for client_id in ("acme", "globex"):
+        assert platform.warehouse.read_client_days(client_id=client_id, start=OCT_1, end=OCT_5).empty
+    assert not platform.instance.get_materialized_partitions(CLIENT_DAILY_KPIS)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.metadata["client"].value == "globex"

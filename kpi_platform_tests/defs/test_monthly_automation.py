@@ -111,3 +111,32 @@ def test_a_provisional_month_turns_final_once_its_restatement_window_has_passed(
     assert job.execute_in_process(instance=platform.instance, partition_key=key).success
     assert list(platform.warehouse.read_monthly(client_id="acme")["status"]) == ["final"]
     assert isinstance(month_finalizing_schedule(context), dg.SkipReason)
+
+
+def test_a_month_breaking_its_contract_is_refused_and_the_stored_summary_stays(platform):
+    import pytest
+    import sqlalchemy as sa
+
+    from kpi_platform.quality.schemas import ContractViolation
+    from kpi_platform.summaries import build_monthly_summary
+    from kpi_platform.warehouse import schema
+
+    october = date(2026, 10, 1)
+    assert platform.collect("acme", october, date(2026, 10, 31)).success
+    build_monthly_summary(
+        warehouse=platform.warehouse, client_id="acme", month=october, today=date(2026, 12, 1), run_id="good"
+    )
+    before = platform.warehouse.read_monthly(client_id="acme")
+    table = schema.client_daily_kpis
+    with platform.warehouse.engine.begin() as conn:
+        conn.execute(
+            sa.update(table)
+            .where(table.c.client_id == "acme", table.c.kpi_date == date(2026, 10, 15))
+            .values(clicks=10**9)
+        )
+    with pytest.raises(ContractViolation, match="acme"):
+        build_monthly_summary(
+            warehouse=platform.warehouse, client_id="acme", month=october, today=date(2026, 12, 1), run_id="bad"
+        )
+    after = platform.warehouse.read_monthly(client_id="acme")
+    assert list(after["run_id"]) == ["good"] and after["clicks"].equals(before["clicks"])
