@@ -77,10 +77,17 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from kpi_platform.local import ensure_dagster_home
     from kpi_platform.warehouse import Warehouse
 
+    from kpi_platform.warehouse.store import MigrationNotAllowedError
+
     warehouse = Warehouse(settings.warehouse_owner_url())
-    warehouse.migrate()
+    try:
+        warehouse.migrate()
+    except MigrationNotAllowedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        warehouse.dispose()
     print(f"warehouse migrated: {warehouse.url_for_display}")
-    warehouse.dispose()
     ensure_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
     return subprocess.call([str(dagster), "instance", "migrate"])  # noqa: S603 - fixed argv
@@ -100,6 +107,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     import io
+
+    from sqlalchemy.exc import SQLAlchemyError
 
     from kpi_platform.export import WarehouseNotReadyError, export, open_warehouse
     from kpi_platform.warehouse.queries import InvalidQueryError
@@ -130,6 +139,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             sys.stdout.write(buffer.getvalue())
     except (InvalidQueryError, WarehouseNotReadyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        # A refused privilege or a lost connection: the driver's first line says which, never the URL.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"error: the warehouse could not answer the export: {reason}", file=sys.stderr)
         return 2
     where = args.output or "stdout"
     print(f"exported {summary.rows} {args.kind} rows ({args.grain}, {args.format}) to {where}", file=sys.stderr)

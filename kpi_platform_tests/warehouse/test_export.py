@@ -207,3 +207,22 @@ def test_cli_unmigrated_warehouse_is_a_clear_error(tmp_path, monkeypatch, capsys
     code = cli.main(["export", "kpis", "--start", "2026-01-01", "--end", "2026-01-31"])
     assert code == 2
     assert "run `kpi-platform migrate`" in capsys.readouterr().err
+
+
+def test_cli_database_errors_exit_2_with_the_reason_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import sqlalchemy as sa
+
+    from kpi_platform.warehouse import Warehouse
+
+    path = tmp_path / "broken.sqlite"
+    warehouse = Warehouse(f"sqlite:///{path}")
+    warehouse.migrate()
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE client_daily_kpis"))
+    warehouse.dispose()
+    monkeypatch.setenv("KPI_WAREHOUSE_URL", f"sqlite:///{path}")
+    code = cli.main(["export", "kpis", "--start", "2026-01-01", "--end", "2026-01-31"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "could not answer the export" in err and "client_daily_kpis" in err
+    assert "Traceback" not in err
