@@ -98,6 +98,14 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return objects.where(frame.notna(), None).to_dict("records")
 
 
+def open_reader() -> Warehouse:
+    """The warehouse for queries, as the analysts' read-only role: KPI_WAREHOUSE_READER_URL (KPI_WAREHOUSE_URL
+    when unset), checked to exist and to be migrated, never created or changed. Dispose of it when done."""
+    from kpi_platform.export import open_warehouse  # export builds on this module
+
+    return open_warehouse(settings.warehouse_reader_url())
+
+
 # --- Argument checks --------------------------------------------------------------------------------------------
 
 

@@ -378,3 +378,23 @@ def test_records_hold_plain_python_values(activity):
     ).to_records():
         assert type(record["impressions"]) is int and type(record["spend"]) is float
         assert type(record["period"]) is date and type(record["days_present"]) is int
+
+
+def test_open_reader_uses_the_reader_url_and_never_creates_a_warehouse(tmp_path, monkeypatch):
+    from kpi_platform.export import WarehouseNotReadyError
+    from kpi_platform.warehouse.queries import open_reader
+
+    monkeypatch.setenv("KPI_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'writer.sqlite'}")
+    monkeypatch.setenv("KPI_WAREHOUSE_READER_URL", f"sqlite:///{tmp_path / 'reader.sqlite'}")
+    with pytest.raises(WarehouseNotReadyError, match="reader.sqlite"):
+        open_reader()
+    assert not (tmp_path / "reader.sqlite").exists()
+    stored = Warehouse(f"sqlite:///{tmp_path / 'reader.sqlite'}")
+    stored.migrate()
+    stored.dispose()
+    reader = open_reader()
+    try:
+        assert "reader.sqlite" in reader.url_for_display
+        assert query_kpis(reader, start="2026-01-01", end="2026-01-02").frame.empty
+    finally:
+        reader.dispose()
