@@ -295,8 +295,18 @@ class BreakerGuard:
         raises: the call that trips a breaker still raises its own error, the next ones get `BreakerOpen`.
         """
         names = (settings.BREAKER_API_NAME, account_breaker_name(ad_account_id))
-        for name in names:
-            self._admit(name, client_id=client_id)
+        claimed: list[tuple[BreakerState, datetime]] = []
+        try:
+            for name in names:
+                claim = self._admit(name, client_id=client_id)
+                if claim is not None:
+                    claimed.append(claim)
+        except BreakerOpen:
+            # No call goes out, so a trial claimed on the other breaker is handed back: otherwise it would stay
+            # half-open with nobody trying, and block every account for another cool-down.
+            for state, claimed_at in claimed:
+                self._release(state, claimed_at)
+            raise
         api, account = (self._breaker(name) for name in names)
         try:
             return api.call(account.call, fn)
@@ -329,13 +339,14 @@ class BreakerGuard:
             throw_new_error_on_trip=False,
         )
 
-    def _admit(self, name: str, *, client_id: str | None) -> None:
+    def _admit(self, name: str, *, client_id: str | None) -> tuple[BreakerState, datetime] | None:
         """Raise BreakerOpen unless a call may go out; an open breaker past its cool-down becomes half-open
-        for exactly one caller (compare-and-set on the timestamp read), which makes the trial call."""
+        for exactly one caller (compare-and-set on the timestamp read), which makes the trial call. Returns the
+        state before the claim and the claim's time when this caller claimed the trial, else None."""
         table = schema.circuit_breakers
         state = self.get(name)
         if state is None or state.state == CLOSED:
-            return
+            return None
         now = self._clock()
         if state.state == OPEN:
             if state.half_open_at is not None and now < state.half_open_at:
@@ -355,6 +366,18 @@ class BreakerGuard:
             latest = self.get(name) or state
             raise BreakerOpen(latest, client_id=client_id, trial_in_progress=latest.state == HALF_OPEN)
         logger.info("circuit breaker %s is half-open: this call is the trial", name)
+        return state, now
+
+    def _release(self, state: BreakerState, claimed_at: datetime) -> None:
+        """Undo a trial claim that made no call: the breaker goes back to what it was, unless another caller
+        changed it since."""
+        table = schema.circuit_breakers
+        with self._engine.begin() as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.name == state.name, table.c.state == HALF_OPEN, table.c.updated_at == claimed_at)
+                .values(state=state.state, updated_at=state.updated_at)
+            )
 
     # --- inspection and reset ---
 

@@ -170,6 +170,29 @@ def test_reopens_on_a_failed_trial(guard, clock):
         guard.call(ACCOUNT, Api())
 
 
+def test_a_trial_claimed_for_a_call_that_never_goes_out_is_handed_back(guard, warehouse, clock):
+    """The API-wide breaker is past its cool-down but the account's is not: the call is refused, and the API-wide
+    trial it had claimed is released, so another account makes the trial at once instead of a cool-down later."""
+    from kpi_platform.warehouse import schema
+
+    fail(guard, 5)
+    clock.advance(settings.BREAKER_RESET_TIMEOUT_S)
+    table = schema.circuit_breakers
+    with warehouse.engine.begin() as conn:  # the account's breaker re-opened just now
+        conn.execute(
+            table.update().where(table.c.name == account_breaker_name(ACCOUNT)).values(opened_at=clock.now)
+        )
+    api = Api()
+    with pytest.raises(BreakerOpen, match=ACCOUNT):
+        guard.call(ACCOUNT, api)
+    assert api.calls == 0
+    assert guard.get(API).state == "open"
+    other = Api()
+    assert guard.call(OTHER_ACCOUNT, other) == "rows"
+    assert other.calls == 1
+    assert guard.get(API).state == "closed"
+
+
 def test_one_trial_at_a_time_across_processes(warehouse_url, clock):
     first, second = Warehouse(warehouse_url), Warehouse(warehouse_url)
     try:
