@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
+from kpi_platform.quality.rules import required_day
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -76,16 +77,21 @@ def plan_daily_collection(clients: Sequence[Client], now_utc: datetime) -> list[
 MATERIALIZED, FAILED, IN_PROGRESS = "MATERIALIZED", "FAILED", "IN_PROGRESS"
 #: A transiently failed day is retried after this pause (the API may still be down; the breaker fails fast anyway).
 TRANSIENT_COOLDOWN_S = 600.0
-#: A day failing for a non-transient reason (token, permission, contract) waits 1 h, 2 h, 4 h ... up to 7 days.
+#: A day failing for a non-transient or unknown reason (token, permission, contract, a bug) waits 1 h, 2 h, 4 h ...
 NON_TRANSIENT_BASE_COOLDOWN_S = 3600.0
-MAX_COOLDOWN_S = 7 * 24 * 3600.0
-#: From this many non-transient failures on, a day is reported for a person instead of only retried.
+#: From this many non-transient failures in a row on, each further failure is reported for a person.
 REPORT_AFTER_FAILURES = 3
+#: After this many non-transient failures in a row the healer stops requesting the day: retrying cannot fix it, and
+#: the day stays FAILED in Dagster (health report, alerts) until someone fixes the cause and backfills it.
+GIVE_UP_AFTER_FAILURES = 5
+#: The schedule requests a client's yesterday at minute 5 of its collection hour; the healer waits this much longer
+#: before it treats yesterday as due, so it never requests the same day as the schedule's own run.
+COLLECTION_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
 class FailureMemory:
-    """How often a client-day failed, when last, and whether the reason was transient."""
+    """How often in a row a client-day failed for the same kind of reason, when last, and whether it was transient."""
 
     count: int
     last_failed_ts: float
@@ -95,7 +101,11 @@ class FailureMemory:
     def cooldown_s(self) -> float:
         if not self.non_transient:
             return TRANSIENT_COOLDOWN_S
-        return min(NON_TRANSIENT_BASE_COOLDOWN_S * 2 ** (self.count - 1), MAX_COOLDOWN_S)
+        return NON_TRANSIENT_BASE_COOLDOWN_S * 2 ** (self.count - 1)
+
+    @property
+    def given_up(self) -> bool:
+        return self.non_transient and self.count >= GIVE_UP_AFTER_FAILURES
 
     def retry_at(self) -> float:
         return self.last_failed_ts + self.cooldown_s()
@@ -117,7 +127,7 @@ class HealingPlan:
     failed: int
     in_progress: int
     cooling: tuple[str, ...]
-    reported: tuple[tuple[str, FailureMemory], ...]
+    given_up: tuple[str, ...]
     deferred_ranges: int
 
 
@@ -138,6 +148,58 @@ def expected_keys(clients: Sequence[Client], *, today: date, horizon_days: int) 
     return [f"{c.id}|{d.isoformat()}" for c in clients if c.active for d in days]
 
 
+def collection_due_day(client: Client, now_utc: datetime) -> date:
+    """The last local day the client's daily collection should already have loaded at `now_utc`.
+
+    Day D is collected on D + 1 at `collection_hour` in the client's timezone, so D is due from that hour (plus
+    `COLLECTION_GRACE`) on D + 1; before it, the day before is the last due one. Judged in local time, a client west
+    of UTC never has its still-running local day requested, and no client has yesterday requested by the healer
+    hours before the schedule collects it.
+    """
+    local_now = now_utc.astimezone(ZoneInfo(client.timezone)) - COLLECTION_GRACE
+    return required_day(local_now, deadline_hour=client.settings.collection_hour)
+
+
+def healing_window(client: Client, now_utc: datetime, horizon_days: int) -> tuple[date, date]:
+    """The `horizon_days` days ending at the client's due day, not before the first partition (may be empty)."""
+    end = collection_due_day(client, now_utc)
+    start = max(date.fromisoformat(settings.PARTITIONS_START_DATE), end - timedelta(days=horizon_days - 1))
+    return start, end
+
+
+def healing_keys(clients: Sequence[Client], *, now_utc: datetime, horizon_days: int) -> list[str]:
+    """`client|date` keys every active client should have by now: its healing window, judged in its own timezone."""
+    keys: list[str] = []
+    for client in clients:
+        if client.active:
+            start, end = healing_window(client, now_utc, horizon_days)
+            keys += keys_of_range(client.id, start, end) if start <= end else []
+    return keys
+
+
+def prune_failures(
+    failures: Mapping[str, FailureMemory],
+    *,
+    clients: Sequence[Client],
+    now_utc: datetime,
+    horizon_days: int,
+    statuses: Mapping[str, str | None],
+) -> dict[str, FailureMemory]:
+    """The failure memory the cursor keeps: active clients' days from their window start on, not materialized.
+
+    Days after the due day are kept: a schedule run can fail for yesterday before the healer's due day reaches it,
+    and that failure should still cool the day down once it is due.
+    """
+    starts = {c.id: healing_window(c, now_utc, horizon_days)[0] for c in clients if c.active}
+    kept: dict[str, FailureMemory] = {}
+    for key, memory in failures.items():
+        client_id, day = key.split("|")
+        in_window = client_id in starts and date.fromisoformat(day) >= starts[client_id]
+        if in_window and statuses.get(key) != MATERIALIZED:
+            kept[key] = memory
+    return kept
+
+
 def plan_gap_healing(
     *,
     keys: Sequence[str],
@@ -148,11 +210,12 @@ def plan_gap_healing(
     max_runs: int,
     tick: int,
 ) -> HealingPlan:
-    """Missing and failed days not queued, running, reserved by a backfill or cooling down, as contiguous
-    ranges per client; the most recent ranges first, at most `max_runs` per tick."""
+    """Missing and failed days not queued, running, reserved by a backfill, cooling down or given up, as
+    contiguous ranges per client; the most recent ranges first, at most `max_runs` per tick."""
     todo: dict[str, list[date]] = {}
     missing = failed = in_progress = 0
     cooling: list[str] = []
+    given_up: list[str] = []
     for key in keys:
         status = statuses.get(key)
         if status == MATERIALIZED:
@@ -165,6 +228,9 @@ def plan_gap_healing(
         else:
             missing += 1
         memory = failures.get(key)
+        if memory is not None and memory.given_up:
+            given_up.append(key)
+            continue
         if memory is not None and now_ts < memory.retry_at():
             cooling.append(key)
             continue
@@ -178,14 +244,14 @@ def plan_gap_healing(
         )
         for client_id, start, end in ranges[:max_runs]
     )
-    reported = tuple(
-        sorted(
-            ((k, m) for k, m in failures.items() if m.non_transient and m.count >= REPORT_AFTER_FAILURES),
-            key=lambda item: item[0],
-        )
-    )
     return HealingPlan(
-        requests, missing, failed, in_progress, tuple(cooling), reported, max(0, len(ranges) - max_runs)
+        requests,
+        missing,
+        failed,
+        in_progress,
+        tuple(cooling),
+        tuple(given_up),
+        max(0, len(ranges) - max_runs),
     )
 
 
@@ -197,13 +263,43 @@ def record_failures(
     non_transient: bool,
     reason: str,
 ) -> dict[str, FailureMemory]:
-    """Count one more failure for each key of a failed run."""
+    """Count one more failure for each key of a failed run (feed runs oldest first).
+
+    Only failures of the same kind count in a row: a transient failure after hard ones (an outage while the token
+    was being rotated, say) says nothing about the hard cause, so the non-transient count starts again after it.
+    """
     updated = dict(failures)
     for key in keys:
         previous = updated.get(key)
-        count = previous.count + 1 if previous else 1
+        same_kind = previous is not None and previous.non_transient == non_transient
+        count = previous.count + 1 if same_kind else 1
         updated[key] = FailureMemory(count, failed_ts, non_transient, reason[:300])
     return updated
+
+
+def failure_reports(failures: Mapping[str, FailureMemory], *, recorded: Iterable[str]) -> list[str]:
+    """One line per client, count and reason for the days whose failure was just `recorded` and that need a person
+    (from `REPORT_AFTER_FAILURES` non-transient failures in a row on). A day is recorded once per failed run, so
+    each escalation of its cool-down is reported once, not on every tick."""
+    groups: dict[tuple[str, FailureMemory], list[date]] = {}
+    for key in set(recorded):
+        memory = failures.get(key)
+        if memory is None or not memory.non_transient or memory.count < REPORT_AFTER_FAILURES:
+            continue
+        client_id, day = key.split("|")
+        groups.setdefault((client_id, memory), []).append(date.fromisoformat(day))
+    lines: list[str] = []
+    for (client_id, memory), days in sorted(groups.items(), key=lambda g: (g[0][0], min(g[1]))):
+        spans = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in _contiguous(days))
+        if memory.given_up:
+            then = "no longer requested: fix the cause, then backfill these days (README › Healing by hand)"
+        else:
+            then = f"next attempt in {memory.cooldown_s() / 3600:.0f} h"
+        lines.append(
+            f"{client_id} {spans} failed {memory.count} times in a row for a non-transient reason; {then}: "
+            f"{memory.reason}"
+        )
+    return lines
 
 
 def keys_of_range(client_id: str, start: date, end: date) -> list[str]:

@@ -1,10 +1,25 @@
-"""Daily collection planning: local collection hour, lookback window, run keys."""
+"""Daily collection planning (local collection hour, lookback window, run keys) and gap-healing planning."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG, lookback_window, plan_daily_collection
+from kpi_platform.automation import (
+    GIVE_UP_AFTER_FAILURES,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REPORT_AFTER_FAILURES,
+    TRANSIENT_COOLDOWN_S,
+    FailureMemory,
+    collection_due_day,
+    failure_reports,
+    healing_keys,
+    lookback_window,
+    plan_daily_collection,
+    plan_gap_healing,
+    prune_failures,
+    record_failures,
+)
 from kpi_platform.clients import Client, ClientSettings
 
 
@@ -40,3 +55,114 @@ def test_per_client_lookback_override():
         [client("a", tz="UTC", hour=6, lookback=3)], datetime(2026, 11, 23, 6, 5, tzinfo=UTC)
     )
     assert (plan.start, plan.end) == (date(2026, 11, 20), date(2026, 11, 22))
+
+
+# --- Gap healing ------------------------------------------------------------------------------------------------
+
+
+def test_the_healing_due_day_is_the_clients_local_day_after_its_collection_hour():
+    warsaw = client("warsaw")
+    # 00:30 UTC is 01:30 in Warsaw: UTC yesterday (the 19th) is collected only at 06:05, so it is not due.
+    assert collection_due_day(warsaw, datetime(2026, 11, 20, 0, 30, tzinfo=UTC)) == date(2026, 11, 18)
+    # 06:30: the schedule's run has just been requested; the grace hour keeps the healer off the day.
+    assert collection_due_day(warsaw, datetime(2026, 11, 20, 5, 30, tzinfo=UTC)) == date(2026, 11, 18)
+    assert collection_due_day(warsaw, datetime(2026, 11, 20, 6, 10, tzinfo=UTC)) == date(2026, 11, 19)
+    # 01:00 UTC on the 21st is 20:00 on the 20th in New York: the 20th is still running there.
+    ny = client("ny", tz="America/New_York", hour=7)
+    assert collection_due_day(ny, datetime(2026, 11, 21, 1, 0, tzinfo=UTC)) == date(2026, 11, 19)
+    # Collection hours next to midnight: the grace hour may cross the local date.
+    late, early = client("late", tz="UTC", hour=23), client("early", tz="UTC", hour=0)
+    assert collection_due_day(late, datetime(2026, 11, 20, 23, 30, tzinfo=UTC)) == date(2026, 11, 18)
+    assert collection_due_day(late, datetime(2026, 11, 21, 0, 10, tzinfo=UTC)) == date(2026, 11, 19)
+    assert collection_due_day(early, datetime(2026, 11, 20, 0, 30, tzinfo=UTC)) == date(2026, 11, 18)
+    assert collection_due_day(early, datetime(2026, 11, 20, 1, 10, tzinfo=UTC)) == date(2026, 11, 19)
+
+
+def test_healing_keys_end_at_each_clients_due_day():
+    clients = [client("warsaw"), client("ny", tz="America/New_York", hour=7), client("off", active=False)]
+    # 13:00 in Warsaw, 07:00 in New York (inside ny's grace hour).
+    keys = healing_keys(clients, now_utc=datetime(2026, 11, 20, 12, 0, tzinfo=UTC), horizon_days=3)
+    assert keys == [
+        "warsaw|2026-11-17",
+        "warsaw|2026-11-18",
+        "warsaw|2026-11-19",
+        "ny|2026-11-16",
+        "ny|2026-11-17",
+        "ny|2026-11-18",
+    ]
+    # Never before the first partition.
+    assert healing_keys(clients[:1], now_utc=datetime(2024, 1, 2, 12, 0, tzinfo=UTC), horizon_days=90) == [
+        "warsaw|2024-01-01"
+    ]
+
+
+def test_failures_count_in_a_row_per_kind_and_hard_ones_are_given_up_after_n():
+    key = "acme|2026-11-19"
+    memory = {}
+    for n in range(1, GIVE_UP_AFTER_FAILURES + 1):
+        memory = record_failures(memory, keys=[key], failed_ts=float(n), non_transient=True, reason="token")
+        assert memory[key].count == n
+        assert memory[key].given_up == (n == GIVE_UP_AFTER_FAILURES)
+    assert [FailureMemory(n, 0.0, True, "").cooldown_s() / 3600 for n in range(1, 5)] == [1, 2, 4, 8]
+    # A transient failure in between starts the count again, on the short retry.
+    memory = record_failures(memory, keys=[key], failed_ts=9.0, non_transient=False, reason="503")
+    assert (memory[key].count, memory[key].cooldown_s()) == (1, TRANSIENT_COOLDOWN_S)
+    memory = record_failures(memory, keys=[key], failed_ts=10.0, non_transient=True, reason="token")
+    assert (memory[key].count, memory[key].given_up) == (1, False)
+
+
+def test_given_up_days_are_held_back_and_cooled_down_days_requested():
+    given_up = FailureMemory(GIVE_UP_AFTER_FAILURES, 0.0, True, "token")
+    waited = FailureMemory(GIVE_UP_AFTER_FAILURES - 1, 0.0, True, "token")
+    keys = ["acme|2026-11-18", "acme|2026-11-19", "globex|2026-11-19"]
+    plan = plan_gap_healing(
+        keys=keys,
+        statuses={k: "FAILED" for k in keys},
+        reserved=set(),
+        failures={"acme|2026-11-18": given_up, "acme|2026-11-19": given_up, "globex|2026-11-19": waited},
+        now_ts=waited.retry_at() + 1,
+        max_runs=20,
+        tick=7,
+    )
+    assert [(r.client_id, r.start, r.end) for r in plan.requests] == [
+        ("globex", date(2026, 11, 19), date(2026, 11, 19))
+    ]
+    assert plan.given_up == ("acme|2026-11-18", "acme|2026-11-19")
+    assert plan.failed == 3
+
+
+def test_failures_are_reported_once_per_escalation_from_the_threshold_on():
+    memory = {
+        "acme|2026-11-17": FailureMemory(REPORT_AFTER_FAILURES, 0.0, True, "token"),
+        "acme|2026-11-18": FailureMemory(REPORT_AFTER_FAILURES, 0.0, True, "token"),
+        "acme|2026-11-19": FailureMemory(GIVE_UP_AFTER_FAILURES, 0.0, True, "token"),
+        "globex|2026-11-19": FailureMemory(REPORT_AFTER_FAILURES - 1, 0.0, True, "token"),
+        "initech|2026-11-19": FailureMemory(REPORT_AFTER_FAILURES + 2, 0.0, False, "503"),
+    }
+    # Only days whose failure was recorded this tick are reported: the rest were reported when they escalated.
+    assert failure_reports(memory, recorded=["globex|2026-11-19", "initech|2026-11-19"]) == []
+    lines = failure_reports(memory, recorded=list(memory))
+    assert lines == [
+        "acme 2026-11-17..2026-11-18 failed 3 times in a row for a non-transient reason; next attempt in 4 h: token",
+        "acme 2026-11-19 failed 5 times in a row for a non-transient reason; no longer requested: fix the cause, "
+        "then backfill these days (README › Healing by hand): token",
+    ]
+
+
+def test_failure_memory_is_pruned_to_active_clients_inside_the_horizon():
+    memory = FailureMemory(1, 0.0, True, "token")
+    failures = {
+        "acme|2026-11-16": memory,  # before the 3-day window (17th-19th)
+        "acme|2026-11-17": memory,
+        "acme|2026-11-18": memory,  # healed since
+        "acme|2026-11-20": memory,  # a schedule run failed for a day not yet due for the healer: kept
+        "gone|2026-11-19": memory,  # no longer an active client
+    }
+    kept = prune_failures(
+        failures,
+        clients=[client("acme"), client("gone", active=False)],
+        now_utc=datetime(2026, 11, 20, 12, 0, tzinfo=UTC),
+        horizon_days=3,
+        statuses={"acme|2026-11-18": "MATERIALIZED", "acme|2026-11-17": "FAILED"},
+    )
+    assert set(kept) == {"acme|2026-11-17", "acme|2026-11-20"}
