@@ -199,6 +199,10 @@ monthly_summary_condition = dg.AutomationCondition.eager().without(
         )
     },
     automation_condition=monthly_summary_condition,
+    # The automation sensor requests the months that became complete as one backfill: with this policy that is
+    # one run per client and contiguous months, not one run per month (600 runs after a year's backfill of 50
+    # clients, each holding a run slot that collection needs).
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="kpi",
     kinds={"python", "sql"},
     owners=["team:data-engineering"],

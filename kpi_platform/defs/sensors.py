@@ -59,6 +59,9 @@ kpi_automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
+    # Summaries wait in the run queue behind collection runs (which they depend on anyway): a large backfill's
+    # months never take the run slots its collection runs are queued for.
+    run_tags={"dagster/priority": "-1"},
     description="Evaluates automation conditions (monthly summaries close when their month is complete). "
     "Declared here because Dagster's own automation sensor starts stopped.",
 )

@@ -140,3 +140,20 @@ def test_a_month_breaking_its_contract_is_refused_and_the_stored_summary_stays(p
         )
     after = platform.warehouse.read_monthly(client_id="acme")
     assert list(after["run_id"]) == ["good"] and after["clicks"].equals(before["clicks"])
+
+
+def test_complete_months_of_a_client_are_summarised_in_one_run(platform):
+    """The automation sensor's backfill of several complete months runs as one run per client (single-run
+    backfill policy): the asset summarises every month of its range."""
+    from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+
+    assert platform.collect("acme", date(2026, 9, 1), date(2026, 10, 31)).success
+    job = platform.defs().resolve_job_def("monthly_summary_job")
+    result = job.execute_in_process(
+        instance=platform.instance,
+        tags={RANGE_START_TAG: "acme|2026-09-01", RANGE_END_TAG: "acme|2026-10-01"},
+    )
+    assert result.success
+    monthly = platform.warehouse.read_monthly(client_id="acme")
+    assert [m.isoformat() for m in monthly["month"]] == ["2026-09-01", "2026-10-01"]
+    assert list(monthly["run_id"]) == [result.run_id] * 2
