@@ -76,7 +76,6 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     from kpi_platform.local import ensure_dagster_home
     from kpi_platform.warehouse import Warehouse
-
     from kpi_platform.warehouse.store import MigrationNotAllowedError
 
     warehouse = Warehouse(settings.warehouse_owner_url())
