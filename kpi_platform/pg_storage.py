@@ -52,37 +52,26 @@ def _arguments(inst_data: ConfigurableClassData | None, config_value: Mapping[st
     }
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class _Pooled:
+    """Mixed in before a dagster-postgres storage class: built as usual, then given a pooled engine."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        pooled_engine(self)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+        # dagster-postgres builds its own class here, not `cls`.
+        return cls(**_arguments(inst_data, config_value))
+
+
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
     """PostgresRunStorage whose statements reuse pooled connections."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        pooled_engine(self)
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
-
-
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
     """PostgresEventLogStorage whose statements reuse pooled connections."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        pooled_engine(self)
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))
-
-
-class PooledPostgresScheduleStorage(PostgresScheduleStorage):
+class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
     """PostgresScheduleStorage whose statements reuse pooled connections."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        pooled_engine(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
-        return cls(**_arguments(inst_data, config_value))

@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import sqlalchemy as sa
 
 from kpi_platform.alerts import Alert, Notifier, Severity
 from kpi_platform.automation import FAILED, IN_PROGRESS, MATERIALIZED, CollectionRequest, keys_of_range
@@ -16,8 +15,11 @@ from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.problems import failing_collection_keys
-from kpi_platform.warehouse import schema
-from kpi_platform_tests.defs.test_alert_sensors import run_failure_tick, texts
+from kpi_platform_tests.defs.test_alert_sensors import (
+    collect_a_month_with_a_lost_day,
+    run_failure_tick,
+    texts,
+)
 from kpi_platform_tests.sinks import webhook_sink
 
 
@@ -101,13 +103,7 @@ def test_a_queued_retry_keeps_the_collection_alert_open(platform, monkeypatch):
 
 def test_a_check_run_in_progress_keeps_the_check_alert_open(platform, monkeypatch):
     defs = platform.defs()
-    today = datetime.now(UTC).date()
-    for client_id in ("acme", "globex"):
-        assert platform.collect(client_id, today - timedelta(days=31), today - timedelta(days=1)).success
-    gone = today - timedelta(days=4)
-    with platform.warehouse.engine.begin() as conn:
-        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
-            conn.execute(sa.delete(table).where(table.c.client_id == "acme", table.c.kpi_date == gone))
+    collect_a_month_with_a_lost_day(platform)
     checks_job = defs.resolve_job_def("warehouse_checks_job")
     with webhook_sink() as sink:
         monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")

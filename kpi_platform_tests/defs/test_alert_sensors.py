@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
@@ -65,8 +65,8 @@ def test_token_failure_alerts_once_and_resolves_after_healing(platform, monkeypa
         assert len(messages) == 2 and "resolved" in messages[1].lower()
 
 
-def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):
-    defs = platform.defs()
+def collect_a_month_with_a_lost_day(platform) -> date:
+    """30 days for acme and globex, then one of acme's days deleted from the warehouse; returns that day."""
     today = datetime.now(UTC).date()
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, today - timedelta(days=31), today - timedelta(days=1)).success
@@ -74,6 +74,12 @@ def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):
     with platform.warehouse.engine.begin() as conn:
         for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
             conn.execute(sa.delete(table).where(table.c.client_id == "acme", table.c.kpi_date == gone))
+    return gone
+
+
+def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):
+    defs = platform.defs()
+    gone = collect_a_month_with_a_lost_day(platform)
     checks_job = defs.resolve_job_def("warehouse_checks_job")
     with webhook_sink() as sink:
         monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
