@@ -40,6 +40,13 @@ def _client_fk() -> sa.ForeignKey:
     return sa.ForeignKey("clients.client_id")
 
 
+#: Foreign keys that PostgreSQL enforces with statement triggers instead (migration 0005): same reference, same
+#: IntegrityError, one lookup per write instead of one per row. SQLite keeps them as declared here.
+POSTGRES_TRIGGER_CHECKED_FOREIGN_KEYS: frozenset[str] = frozenset(
+    {"fk_campaign_daily_kpis_client_id_clients", "fk_client_daily_kpis_client_id_clients"}
+)
+
+
 def _kpi_columns() -> list[sa.Column]:
     """The additive KPIs shared by every grain, plus the two ratios (NULL where the denominator is 0)."""
     return [

@@ -252,6 +252,12 @@ def _first(mask: pd.Series | np.ndarray) -> int | None:
 _TIMESTAMP_DATES = (pd.Timestamp.min.date() + timedelta(days=1), pd.Timestamp.max.date() - timedelta(days=1))
 
 
+def _numpy_kind(values: pd.Series) -> str:
+    """The numpy kind of a column ("i", "u", "f", "b", ...), or "" for a pandas extension dtype (Int64 etc.),
+    which can hold missing values whatever its kind."""
+    return values.dtype.kind if isinstance(values.dtype, np.dtype) else ""
+
+
 def _to_dates(values: pd.Series, what: str) -> pd.Series:
     items = values.to_numpy(dtype=object)
     if len(items) and set(map(type, items)) == {date}:
@@ -294,7 +300,8 @@ def _prepare_frame(
     for column in table.columns:
         if column.name not in out.columns:
             continue
-        if not column.nullable:
+        # A numpy integer or bool column cannot hold a missing value: no scan needed.
+        if not column.nullable and _numpy_kind(out[column.name]) not in ("i", "u", "b"):
             position = _first(out[column.name].isna())
             if position is not None:
                 raise ValueError(
@@ -323,8 +330,14 @@ def _prepare_frame(
             continue
         values = out[column.name]
         if _is_number(column):
+            if _numpy_kind(values) in ("i", "u"):
+                # numpy integers: finite, whole and never missing; only the width may change.
+                wanted = "int64" if _is_integer(column) else "float64"
+                if values.dtype != wanted:
+                    out[column.name] = values.astype(wanted)
+                continue
             try:
-                numbers = pd.to_numeric(values, errors="raise").astype("float64")
+                numbers = values if values.dtype == "float64" else pd.to_numeric(values).astype("float64")
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"{name}.{column.name}: not a number ({exc})") from None
             position = _first(np.isinf(numbers.to_numpy()))
@@ -338,7 +351,7 @@ def _prepare_frame(
                         f"must be a whole number, got {numbers.iloc[position]}"
                     )
                 out[column.name] = numbers.astype("int64" if not column.nullable else "Int64")
-            else:
+            elif numbers is not values:
                 out[column.name] = numbers
         elif _is_timestamp(column):
             # `to_datetime(utc=True)` of an aware column is this conversion, without its per-value cache probe.

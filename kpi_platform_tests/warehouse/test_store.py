@@ -269,6 +269,11 @@ def test_rows_outside_range_or_of_another_client_are_rejected_before_writing(war
             lambda f: f.assign(clicks=f["clicks"].astype(float).where(f.index != 1)),
             r"row 1 .*clicks is required",
         ),
+        (
+            lambda f: f.assign(clicks=f["clicks"].astype("Int64").where(f.index != 2)),
+            r"row 2 .*clicks is required",
+        ),
+        (lambda f: f.assign(spend=f["spend"].where(f.index != 3, np.inf)), r"row 3 .*spend is not finite"),
         (lambda f: f.assign(clicks=f["clicks"] + 0.5), r"clicks must be a whole number"),
         (lambda f: pd.concat([f, f.iloc[[0]]]), r"duplicate primary key"),
     ],
@@ -286,6 +291,41 @@ def test_unregistered_client_is_refused_by_the_foreign_key(warehouse):
     campaigns = campaign_frame("ghost", MARCH[:1], ["c1"])
     with pytest.raises(sa.exc.IntegrityError):
         write(warehouse, "ghost", MARCH[:1], campaigns)
+
+
+def test_a_fact_row_cannot_be_moved_to_an_unregistered_client(warehouse):
+    write(warehouse, "acme", MARCH[:1], campaign_frame("acme", MARCH[:1], ["c1"]))
+    for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
+        with pytest.raises(sa.exc.IntegrityError), warehouse.engine.begin() as conn:
+            conn.execute(sa.update(table).values(client_id="ghost"))
+        assert count(warehouse, table, table.c.client_id == "acme") == 1
+
+
+def test_a_referenced_client_cannot_be_deleted_or_renamed(warehouse):
+    write(warehouse, "acme", MARCH[:1], campaign_frame("acme", MARCH[:1], ["c1"]))
+    clients = schema.clients
+    for statement in (
+        sa.delete(clients).where(clients.c.client_id == "acme"),
+        sa.update(clients).where(clients.c.client_id == "acme").values(client_id="acme-renamed"),
+    ):
+        with pytest.raises(sa.exc.IntegrityError), warehouse.engine.begin() as conn:
+            conn.execute(statement)
+    assert warehouse.get_client("acme") is not None
+    assert count(warehouse, schema.campaign_daily_kpis) == 1
+
+    # Only the day rows left: still referenced.
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(schema.campaign_daily_kpis))
+    with pytest.raises(sa.exc.IntegrityError), warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(clients).where(clients.c.client_id == "acme"))
+
+    # A client without facts can be renamed or deleted; other columns of a referenced one can change.
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.update(clients).where(clients.c.client_id == "acme").values(name="Acme Group"))
+        conn.execute(sa.update(clients).where(clients.c.client_id == "bistro").values(client_id="bistro-2"))
+        conn.execute(sa.delete(clients).where(clients.c.client_id == "bistro-2"))
+    assert warehouse.get_client("acme")["name"] == "Acme Group"
+    assert warehouse.get_client("bistro-2") is None
 
 
 def test_idle_day_is_stored_explicitly(warehouse):
