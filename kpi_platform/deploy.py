@@ -97,9 +97,12 @@ def code_server_spec(
     attribute: str = "defs",
     working_directory: Path | None = None,
 ) -> ProcessSpec:
-    """`dagster code-server start`: loads the code location in a child process it can restart on reload."""
+    """`dagster code-server start` through `python -m kpi_platform.code_server`, which forks run workers from a
+    preloaded process: loads the code location in a child process it can restart on reload."""
     argv = [
-        _executable("dagster"),
+        sys.executable,
+        "-m",
+        "kpi_platform.code_server",
         "code-server",
         "start",
         "-h",

@@ -34,6 +34,7 @@ from kpi_platform.deploy import (
     dagster_pg_env,
     deploy_dir,
     free_port,
+    group_members,
     marked_processes,
     prepare_dagster_home,
     wait_until,
@@ -204,6 +205,9 @@ def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Pro
             supervisor=stack.supervisor,
         )
         assert stack.webserver.backfill(backfill_id)["status"] == "COMPLETED_SUCCESS"
+        # The runs were forked from the code server's preloaded fork server (kpi_platform/code_server.py).
+        code_server = next(c for c in stack.supervisor.children if c.spec.name == "code-server")
+        assert any("multiprocessing.forkserver" in cmd for cmd in group_members(code_server.pid))
 
         runs = list(instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id})))
         assert [r.status.value for r in runs] == ["SUCCESS"] * len(CLIENT_IDS)

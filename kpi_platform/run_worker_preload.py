@@ -1,0 +1,16 @@
+"""Imported once by the code server's fork server (kpi_platform/code_server.py); every run worker forks from it.
+
+Loads what each run would otherwise load for itself: Dagster's run-execution path, the PostgreSQL storage of
+the production instance, and this code location with its repository built. Nothing here opens a connection,
+reads a secret or starts a thread: a forked child must not share them.
+"""
+
+from __future__ import annotations
+
+import dagster._grpc.impl  # noqa: F401 - the run worker's entry point
+import dagster_postgres  # noqa: F401
+
+import kpi_platform.pg_storage  # noqa: F401
+from kpi_platform.definitions import defs
+
+defs.get_repository_def()
