@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="run the production processes together (code server, webserver, daemon) until Ctrl-C",
-        description="Starts `dagster code-server start`, `dagster-webserver` and `dagster-daemon run` on the "
+        description="Starts the code server (`python -m kpi_platform.code_server code-server start`), "
+        "`dagster-webserver` and the daemon (`python -m kpi_platform.daemon run`) on the "
         "production instance (DAGSTER_HOME with deploy/dagster.yaml, PostgreSQL from DAGSTER_PG_*) and "
         "deploy/workspace.yaml, each in its own process group; Ctrl-C stops all of them.",
     )

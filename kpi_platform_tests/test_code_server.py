@@ -12,6 +12,7 @@ import pytest
 from kpi_platform.code_server import ENTRY_MODULE, PRELOAD_MODULE, served_modules
 from kpi_platform.deploy import code_server_spec
 
+
 def _probe(script: str) -> dict:
     """Run `script` in a fresh interpreter (the hooks patch Dagster's server class for the whole process) and
     return the JSON it prints last."""
