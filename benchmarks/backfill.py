@@ -5,10 +5,11 @@ the asset's own path: the Meta client built the way `MetaApiResource.get_client(
 the warehouse's circuit breakers (`BreakerGuard`), the default contract validation, and a `Warehouse` on a
 temporary SQLite file or a temporary PostgreSQL database (dropped at the end).
 
-    .venv/bin/python benchmarks/backfill.py                      # 50 clients × 365 days, both backends, 3 repeats
+    .venv/bin/python benchmarks/backfill.py                      # 50 clients × 365 days, both backends, 3 repeats,
+                                                                 # 2 worker processes (as 2 concurrent runs)
     .venv/bin/python benchmarks/backfill.py --backend postgres --clients 10 --days 90 --repeat 1
     .venv/bin/python benchmarks/backfill.py --profile            # one cProfile'd repeat per backend, by area
-    .venv/bin/python benchmarks/backfill.py --workers 2          # a process pool, one client per task
+    .venv/bin/python benchmarks/backfill.py --workers 1          # one process, the clients one after another
 
 Targets: ≥ 50,000 campaign rows/s written on PostgreSQL (campaign rows over the seconds spent inside
 `Warehouse.replace_client_range`, frame checks included), and 50 clients × 365 days collected in under 30 s wall
@@ -53,6 +54,8 @@ TARGET_WALL_S = 30.0
 #: The wall-time target is stated for this many client-days (50 clients × 365 days).
 TARGET_CLIENT_DAYS = 50 * 365
 CURRENCIES = ("EUR", "PLN", "USD", "GBP")
+#: Concurrent runs of the production profile (deploy/dagster.yaml `max_concurrent_runs`): two cores, two runs.
+DEFAULT_WORKERS = 2
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -424,7 +427,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=(*BACKENDS, "both"), default="both")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="one cProfile'd repeat per backend instead")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, one client per task")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"worker processes, one client per task (default {DEFAULT_WORKERS}: the runs deploy/dagster.yaml "
+        "runs at once)",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.days < 1 or args.repeat < 1 or args.workers < 1:
         parser.error("--clients, --days, --repeat and --workers must be at least 1")
