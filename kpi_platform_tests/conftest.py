@@ -18,6 +18,23 @@ from kpi_platform import settings
 DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(autouse=True)
+def _no_current_defs_state_storage(monkeypatch) -> None:
+    """Tests build Definitions without Dagster's process-wide "current defs-state storage".
+
+    Entering a DagsterInstance makes its defs-state storage the current one (a ContextVar, PRIVATE in 1.13), which
+    holds only a weak reference to the instance. A test process creates and closes hundreds of instances, and
+    some are entered by Dagster itself (schedule and sensor contexts, in-process runs) and closed out of order, so
+    the current storage can end up pointing at an instance that is gone. The next `Definitions` built then fails
+    with "Attempted to resolve undefined DagsterInstance weakref", in whichever test happens to run after a
+    garbage collection. Only state-backed components read that storage, and this project has none; the
+    production processes (the code server) set it explicitly.
+    """
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    monkeypatch.setattr(DefsStateStorage, "get", classmethod(lambda cls: None))
+
+
 def _admin_url() -> str:
     return os.environ.get(settings.ENV_TEST_PG_URL, DEFAULT_ADMIN_URL)
 

@@ -34,12 +34,16 @@ def warehouse_url(tmp_path):
 
 
 def tick(warehouse_url, when: datetime):
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
+    # Both as context managers, closed innermost first: the schedule context enters the instance too, and an
+    # instance left entered leaves Dagster's current defs-state storage pointing at it after it is gone.
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=when,
             resources={"warehouse": WarehouseResource(url=warehouse_url)},
-        )
+        ) as context,
+    ):
         return daily_collection_schedule(context)
 
 
