@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 ENV_BACKFILL_INTERVAL = "KPI_BACKFILL_INTERVAL_SECONDS"
 DEFAULT_BACKFILL_INTERVAL_S = 5
 
 
-def backfill_interval_s(env: os._Environ[str] | dict[str, str] = os.environ) -> int:
+def backfill_interval_s(env: Mapping[str, str] = os.environ) -> int:
     """The backfill daemon's interval from the environment: a whole number of seconds from 1 to 300."""
     raw = env.get(ENV_BACKFILL_INTERVAL, "").strip()
     if not raw:

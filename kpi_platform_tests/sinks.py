@@ -53,6 +53,16 @@ def webhook_sink() -> Iterator[WebhookSink]:
         server.server_close()
 
 
+@contextmanager
+def slack_sink(monkeypatch, *, min_severity: str | None = None) -> Iterator[WebhookSink]:
+    """A webhook sink configured as the Slack channel (KPI_ALERT_SLACK_WEBHOOK, optionally its minimum severity)."""
+    with webhook_sink() as sink:
+        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+        if min_severity is not None:
+            monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", min_severity)
+        yield sink
+
+
 @dataclass
 class SmtpSink:
     """Messages received (parsed), with the envelope and the credentials of AUTH PLAIN / LOGIN."""

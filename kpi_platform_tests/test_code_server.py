@@ -13,7 +13,7 @@ from kpi_platform.code_server import ENTRY_MODULE, PRELOAD_MODULE, served_module
 from kpi_platform.deploy import code_server_spec
 
 
-def _probe(script: str) -> dict:
+def run_in_fresh_python(script: str) -> object:
     """Run `script` in a fresh interpreter (the hooks patch Dagster's server class for the whole process) and
     return the JSON it prints last."""
     done = subprocess.run(  # noqa: S603 - fixed argv
@@ -24,7 +24,7 @@ def _probe(script: str) -> dict:
 
 
 def test_runs_start_from_a_fork_server_that_preloaded_the_code_location():
-    result = _probe(
+    result = run_in_fresh_python(
         """
         import json, logging, threading
         from kpi_platform import code_server
@@ -62,7 +62,7 @@ def test_runs_start_from_a_fork_server_that_preloaded_the_code_location():
 
 
 def test_the_code_servers_child_grpc_server_is_started_through_this_module_too():
-    result = _probe(
+    result = run_in_fresh_python(
         """
         import json
         from kpi_platform import code_server

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import pytest
 
 from kpi_platform.daemon import DEFAULT_BACKFILL_INTERVAL_S, ENV_BACKFILL_INTERVAL, backfill_interval_s
 from kpi_platform.deploy import daemon_spec
+from kpi_platform_tests.test_code_server import run_in_fresh_python
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(None, DEFAULT_BACKFILL_INTERVAL_S), ("", 5), (" 12 ", 12), ("1", 1)])
@@ -50,11 +50,7 @@ def test_the_backfill_loop_sleeps_the_configured_interval():
         print(json.dumps([round(w) for w in waits]))
         """
     )
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == [7]
+    assert run_in_fresh_python(script) == [7]
 
 
 def test_a_bad_interval_stops_the_daemon_before_it_starts(tmp_path):

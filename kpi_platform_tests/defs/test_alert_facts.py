@@ -20,7 +20,7 @@ from kpi_platform_tests.defs.test_alert_sensors import (
     run_failure_tick,
     texts,
 )
-from kpi_platform_tests.sinks import webhook_sink
+from kpi_platform_tests.sinks import slack_sink, webhook_sink
 
 
 def tick(
@@ -70,8 +70,7 @@ def test_a_queued_retry_keeps_the_collection_alert_open(platform, monkeypatch):
     defs = platform.defs()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     request = CollectionRequest("acme", yesterday - timedelta(days=2), yesterday, run_key="", reason="heal")
-    with webhook_sink() as sink:
-        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
+    with slack_sink(monkeypatch) as sink:
         monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
         failed = platform.collect("acme", request.start, request.end)
         assert not failed.success
@@ -105,9 +104,7 @@ def test_a_check_run_in_progress_keeps_the_check_alert_open(platform, monkeypatc
     defs = platform.defs()
     collect_a_month_with_a_lost_day(platform)
     checks_job = defs.resolve_job_def("warehouse_checks_job")
-    with webhook_sink() as sink:
-        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
-        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "MEDIUM")
+    with slack_sink(monkeypatch, min_severity="MEDIUM") as sink:
         checks_job.execute_in_process(instance=platform.instance)
         tick(platform, defs)
         assert [m for m in texts(sink) if "completeness_meets_target" in m]

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from kpi_platform.defs.alerting import alert_sync_sensor, collection_failure_alert_sensor
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.warehouse import schema
-from kpi_platform_tests.sinks import webhook_sink
+from kpi_platform_tests.sinks import slack_sink
 
 
 def texts(sink) -> list[str]:
@@ -42,9 +42,7 @@ def run_failure_tick(platform, result):
 def test_token_failure_alerts_once_and_resolves_after_healing(platform, monkeypatch):
     defs = platform.defs()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    with webhook_sink() as sink:
-        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
-        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "LOW")
+    with slack_sink(monkeypatch, min_severity="LOW") as sink:
         monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
         failed = platform.collect("acme", yesterday - timedelta(days=2), yesterday)
         assert not failed.success
@@ -81,9 +79,7 @@ def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):
     defs = platform.defs()
     gone = collect_a_month_with_a_lost_day(platform)
     checks_job = defs.resolve_job_def("warehouse_checks_job")
-    with webhook_sink() as sink:
-        monkeypatch.setenv("KPI_ALERT_SLACK_WEBHOOK", f"{sink.url}/slack")
-        monkeypatch.setenv("KPI_ALERT_SLACK_MIN_SEVERITY", "MEDIUM")
+    with slack_sink(monkeypatch, min_severity="MEDIUM") as sink:
         checks_job.execute_in_process(instance=platform.instance)
         sync(platform, defs)
         sync(platform, defs)
