@@ -38,11 +38,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from kpi_platform import settings
+from kpi_platform import settings, simulator
 from kpi_platform.clients import Client
 from kpi_platform.collect import CollectionResult, collect_range
 from kpi_platform.defs.resources import SIMULATOR_TOKEN, MetaApiResource
-from kpi_platform.meta import simulator
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.client import MetaInsightsClient
 from kpi_platform.warehouse import Warehouse

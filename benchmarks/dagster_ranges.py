@@ -28,12 +28,12 @@ from pathlib import Path
 import dagster as dg
 
 from kpi_platform import settings
-from kpi_platform.automation import CollectionRequest
+from kpi_platform.cli.quickstart import sync_clients
 from kpi_platform.clients import Client
 from kpi_platform.definitions import build_defs
-from kpi_platform.defs.partitions import client_day_key
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
-from kpi_platform.quickstart import sync_clients
+from kpi_platform.keys import client_day_key
+from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse
 
 JOB_NAME = "daily_collection_job"

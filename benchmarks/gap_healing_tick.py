@@ -23,14 +23,13 @@ import dagster as dg
 import sqlalchemy as sa
 
 from kpi_platform import settings
-from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+from kpi_platform.cli.quickstart import QUIET
 from kpi_platform.clients import Client
 from kpi_platform.definitions import build_defs
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, build_gap_healing_sensor
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.defs.sensors import build_gap_healing_sensor
-from kpi_platform.quickstart import QUIET
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.warehouse import Warehouse
 
 PG_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -72,7 +71,7 @@ def main() -> None:
         config = {"postgres_url": PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}"}
         # The storage classes deploy/dagster.yaml uses in production.
         overrides = {
-            key: {"module": "kpi_platform.pg_storage", "class": cls, "config": config}
+            key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": config}
             for key, cls in (
                 ("run_storage", "PooledPostgresRunStorage"),
                 ("event_log_storage", "PooledPostgresEventLogStorage"),

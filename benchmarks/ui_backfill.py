@@ -1,7 +1,7 @@
 """The UI backfill at full scale: N clients × D days of `meta_ads/client_daily_kpis` launched through the
 webserver's GraphQL API (the mutation the partitions page sends), run by the production processes on PostgreSQL.
 
-Starts the Meta simulator over HTTP, the code server, the webserver and the daemon (`kpi_platform.deploy`) with
+Starts the Meta simulator over HTTP, the code server, the webserver and the daemon (`kpi_platform.cli.supervisor`) with
 a temporary DAGSTER_HOME holding deploy/dagster.yaml and two temporary PostgreSQL databases (Dagster's storage
 and the warehouse), dropped at the end. Once the daemon is healthy and the gap-healing sensor has ticked, the
 clients are registered (as `kpi-platform clients sync` does) and the backfill of the D days ending yesterday is
@@ -36,16 +36,16 @@ import sqlalchemy as sa
 import yaml
 
 from kpi_platform import settings
-from kpi_platform.clients import Client
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
-from kpi_platform.deploy import (
+from kpi_platform.cli.quickstart import sync_clients
+from kpi_platform.cli.supervisor import (
     BACKFILL_DONE,
     LocalStack,
     dagster_pg_env,
     deploy_dir,
     marked_processes,
 )
-from kpi_platform.quickstart import sync_clients
+from kpi_platform.clients import Client
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.warehouse import Warehouse
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -222,7 +222,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stock-storage",
         action="store_true",
-        help="dagster-postgres's own storage classes (no connection pool) instead of kpi_platform.pg_storage",
+        help="dagster-postgres's own storage classes (no connection pool) instead of kpi_platform.runtime.pg_storage",
     )
     parser.add_argument("--timeout", type=float, default=1200.0, help="give up after this many seconds")
     parser.add_argument("--logs", help="keep the processes' logs in this folder")

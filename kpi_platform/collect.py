@@ -21,12 +21,11 @@ from kpi_platform.quality.rules import Thresholds, quality_scores
 from kpi_platform.quality.schemas import FAILURE_COLUMNS, ContractViolation, validate_collection
 from kpi_platform.warehouse import Warehouse
 
-SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
 COUNT_COLUMNS: tuple[str, ...] = ("impressions", "clicks", "calls", "contacts", "leads", "reservations")
 DAILY_COLUMNS: tuple[str, ...] = (
     "client_id",
     "kpi_date",
-    *SUM_COLUMNS,
+    *settings.SUM_COLUMNS,
     "ctr_pct",
     "cpc",
     "currency",
@@ -107,10 +106,10 @@ def build_daily_totals(
     """Client-day totals for every day of the range; days without campaign rows are explicit idle days."""
     days = pd.DataFrame({"kpi_date": date_range(start, end)})
     if campaigns.empty:
-        grouped = pd.DataFrame(columns=["kpi_date", *SUM_COLUMNS, "campaign_count"])
+        grouped = pd.DataFrame(columns=["kpi_date", *settings.SUM_COLUMNS, "campaign_count"])
     else:
         grouped = campaigns.groupby("kpi_date", sort=True).agg(
-            **{c: (c, "sum") for c in SUM_COLUMNS}, campaign_count=("campaign_id", "nunique")
+            **{c: (c, "sum") for c in settings.SUM_COLUMNS}, campaign_count=("campaign_id", "nunique")
         )
         grouped = grouped.reset_index()
     totals = days.merge(grouped, on="kpi_date", how="left")

@@ -15,19 +15,27 @@ from kpi_platform.defs.activity import (
     activity_snapshot_schedule,
 )
 from kpi_platform.defs.alerting import ALERT_SENSORS
-from kpi_platform.defs.assets import client_daily_kpis, client_monthly_summary
-from kpi_platform.defs.checks import (
+from kpi_platform.defs.collection import (
+    build_gap_healing_sensor,
+    client_daily_kpis,
+    clients_sync_sensor,
+    daily_collection_job,
+    daily_collection_schedule,
+)
+from kpi_platform.defs.health import HEALTH_ASSETS, HEALTH_JOBS, HEALTH_SCHEDULES
+from kpi_platform.defs.monthly import (
+    client_monthly_summary,
+    kpi_automation_sensor,
+    month_finalizing_schedule,
+    monthly_summary_job,
+)
+from kpi_platform.defs.quality_checks import (
     checks_after_collection_sensor,
     warehouse_checks,
     warehouse_checks_job,
     warehouse_checks_schedule,
 )
-from kpi_platform.defs.health import HEALTH_ASSETS, HEALTH_JOBS, HEALTH_SCHEDULES
-from kpi_platform.defs.jobs import daily_collection_job, monthly_summary_job
-from kpi_platform.defs.month_closing import month_finalizing_schedule
 from kpi_platform.defs.resources import default_resources
-from kpi_platform.defs.schedules import daily_collection_schedule
-from kpi_platform.defs.sensors import build_gap_healing_sensor, clients_sync_sensor, kpi_automation_sensor
 
 
 def build_defs(

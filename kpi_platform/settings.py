@@ -102,6 +102,8 @@ CONVERSION_METRICS: tuple[ConversionMetric, ...] = (
 CONVERSION_COLUMNS: tuple[str, ...] = tuple(m.column for m in CONVERSION_METRICS)
 #: The conversion columns that count events; `reservation_value` is money, not a count.
 CONVERSION_COUNT_COLUMNS: tuple[str, ...] = tuple(m.column for m in CONVERSION_METRICS if not m.from_values)
+#: The columns that add up over campaigns, days and months (CTR and CPC are recomputed from them, never summed).
+SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *CONVERSION_COLUMNS)
 
 # --- Platform defaults ------------------------------------------------------------------------------------------
 

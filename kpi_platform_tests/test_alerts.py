@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from kpi_platform import settings
-from kpi_platform.alerts import (
+from kpi_platform.meta.breaker import BreakerState
+from kpi_platform.operations.alerts import (
     BREAKER_ALERT_PREFIX,
     Alert,
     Notifier,
@@ -16,7 +17,6 @@ from kpi_platform.alerts import (
     breaker_alerts,
     channels_from_env,
 )
-from kpi_platform.meta.breaker import BreakerState
 from kpi_platform.warehouse import Warehouse
 from kpi_platform_tests.sinks import closed_port, smtp_sink, webhook_sink
 

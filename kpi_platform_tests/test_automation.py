@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from kpi_platform.automation import (
+from kpi_platform.clients import Client, ClientSettings
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
+from kpi_platform.operations.plans import (
     GIVE_UP_AFTER_FAILURES,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     REPORT_AFTER_FAILURES,
     TRANSIENT_COOLDOWN_S,
     FailureMemory,
@@ -20,7 +20,6 @@ from kpi_platform.automation import (
     prune_failures,
     record_failures,
 )
-from kpi_platform.clients import Client, ClientSettings
 
 
 def client(cid, tz="Europe/Warsaw", hour=6, lookback=28, active=True):

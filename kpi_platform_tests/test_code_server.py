@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from kpi_platform.code_server import ENTRY_MODULE, PRELOAD_MODULE, served_modules
-from kpi_platform.deploy import code_server_spec
+from kpi_platform.cli.supervisor import code_server_spec
+from kpi_platform.runtime.code_server import ENTRY_MODULE, PRELOAD_MODULE, served_modules
 
 
 def run_in_fresh_python(script: str) -> object:
@@ -27,7 +27,7 @@ def test_runs_start_from_a_fork_server_that_preloaded_the_code_location():
     result = run_in_fresh_python(
         """
         import json, logging, threading
-        from kpi_platform import code_server
+        from kpi_platform.runtime import code_server
         from kpi_platform_tests import forkserver_probe
         from dagster._grpc import server
         from dagster._core.utils import FuturesAwareThreadPoolExecutor
@@ -65,7 +65,7 @@ def test_the_code_servers_child_grpc_server_is_started_through_this_module_too()
     result = run_in_fresh_python(
         """
         import json
-        from kpi_platform import code_server
+        from kpi_platform.runtime import code_server
         from dagster._grpc import server
 
         code_server._serve_children_here()
@@ -91,4 +91,4 @@ def test_the_deployment_starts_the_code_server_through_this_module():
     spec = code_server_spec(host="127.0.0.1", port=4266)
     assert spec.argv[:5] == (sys.executable, "-m", ENTRY_MODULE, "code-server", "start")
     assert served_modules(spec.argv[3:]) == ["kpi_platform.definitions"]
-    assert PRELOAD_MODULE == "kpi_platform.run_worker_preload"
+    assert PRELOAD_MODULE == "kpi_platform.runtime.run_worker_preload"

@@ -8,8 +8,12 @@ import textwrap
 
 import pytest
 
-from kpi_platform.daemon import DEFAULT_BACKFILL_INTERVAL_S, ENV_BACKFILL_INTERVAL, backfill_interval_s
-from kpi_platform.deploy import daemon_spec
+from kpi_platform.cli.supervisor import daemon_spec
+from kpi_platform.runtime.daemon import (
+    DEFAULT_BACKFILL_INTERVAL_S,
+    ENV_BACKFILL_INTERVAL,
+    backfill_interval_s,
+)
 from kpi_platform_tests.test_code_server import run_in_fresh_python
 
 
@@ -33,7 +37,7 @@ def test_the_backfill_loop_sleeps_the_configured_interval():
         import json, threading
         from unittest import mock
         from dagster._daemon import backfill
-        from kpi_platform import daemon
+        from kpi_platform.runtime import daemon
 
         daemon.set_backfill_interval(7)
         waits = []
@@ -55,7 +59,7 @@ def test_the_backfill_loop_sleeps_the_configured_interval():
 
 def test_a_bad_interval_stops_the_daemon_before_it_starts(tmp_path):
     done = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-m", "kpi_platform.daemon", "run"],
+        [sys.executable, "-m", "kpi_platform.runtime.daemon", "run"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -68,4 +72,4 @@ def test_a_bad_interval_stops_the_daemon_before_it_starts(tmp_path):
 
 def test_the_deployment_starts_the_daemon_through_this_module(tmp_path):
     spec = daemon_spec(workspace=tmp_path / "workspace.yaml")
-    assert spec.argv == (sys.executable, "-m", "kpi_platform.daemon", "run", "-w", str(tmp_path / "workspace.yaml"))
+    assert spec.argv == (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(tmp_path / "workspace.yaml"))

@@ -20,11 +20,10 @@ from dagster._core.remote_origin import (  # PRIVATE: a QUEUED run needs a code-
 )
 from dagster._daemon.types import DaemonHeartbeat  # PRIVATE: the daemon's own record, no public constructor
 
-from kpi_platform import cli
-from kpi_platform.automation import CollectionRequest
+from kpi_platform.cli import command as cli
 from kpi_platform.definitions import defs
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
-from kpi_platform.health import (
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.operations.health import (
     DAEMON_HEARTBEAT_UNHEALTHY_S,
     HEALTH_CHECKS,
     HealthCheck,
@@ -33,6 +32,7 @@ from kpi_platform.health import (
     build_health_report,
     clients_from_warehouse,
 )
+from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import schema
 from kpi_platform_tests.conftest import create_temp_database
 from kpi_platform_tests.defs.conftest import Platform, make_platform
@@ -513,7 +513,7 @@ def test_each_client_is_due_by_its_own_freshness_deadline():
     from dataclasses import replace
 
     from kpi_platform.clients import Client, ClientSettings
-    from kpi_platform.health import HealthContext
+    from kpi_platform.operations.health import HealthContext
 
     early = Client(
         id="early", name="Early", ad_account_id="act_1", currency="EUR", timezone="Europe/Warsaw"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kpi_platform.local import ensure_dagster_home
+from kpi_platform.cli.local import ensure_dagster_home
 
 
 def test_home_is_seeded_once_and_an_operator_edit_survives(tmp_path, monkeypatch) -> None:

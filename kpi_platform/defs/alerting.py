@@ -6,21 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-# PRIVATE in 1.13: check records and their status (a PLANNED record has no result yet).
-from dagster._core.storage.asset_check_execution_record import (
-    AssetCheckExecutionRecord,
-    AssetCheckExecutionRecordStatus,
-)
-
 from kpi_platform import settings
-from kpi_platform.alerts import BREAKER_ALERT_PREFIX, Alert, Notifier, breaker_alerts
-from kpi_platform.automation import expected_keys
 from kpi_platform.clients import Client
+from kpi_platform.defs import run_history
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.defs.sensors import _run_keys
+from kpi_platform.keys import client_of
 from kpi_platform.meta.breaker import BreakerGuard
-from kpi_platform.problems import (
+from kpi_platform.operations.alert_facts import (
     CHECK_PREFIX,
     COLLECTION_PREFIX,
     TOKEN_PREFIX,
@@ -29,21 +23,8 @@ from kpi_platform.problems import (
     collection_failure_alert,
     failing_collection_keys,
 )
-
-FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
-FAILED_RUNS_OVERLAP = timedelta(minutes=5)
-
-
-def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
-    """(error class, redacted message) of the run's step failure."""
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = record.dagster_event.step_failure_data
-        user = data.user_failure_data
-        if user is not None:
-            error = user.metadata.get("error")
-            return (str(error.value) if error is not None else "ContractViolation"), user.description or ""
-        return (data.error.cls_name if data.error else "Error"), (data.error.message if data.error else "")
-    return "RunFailure", "the run failed before its step ran"
+from kpi_platform.operations.alerts import BREAKER_ALERT_PREFIX, Alert, Notifier, breaker_alerts
+from kpi_platform.operations.plans import expected_keys
 
 
 @dg.run_failure_sensor(
@@ -54,15 +35,14 @@ def _step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
     "alert); one alert per client until its failed days are healed.",
 )
 def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
-    keys = _run_keys(context.dagster_run)
-    if not keys:
+    rng = run_history.run_range(context.dagster_run)
+    if rng is None:
         return dg.SkipReason("not a collection run")
-    client_id = keys[0].split("|")[0]
-    error, message = _step_failure(context.instance, context.dagster_run.run_id)
+    error, message = run_history.step_failure(context.instance, context.dagster_run.run_id)
     alert = collection_failure_alert(
-        client_id=client_id,
-        first_day=keys[0].split("|")[1],
-        last_day=keys[-1].split("|")[1],
+        client_id=rng.client_id,
+        first_day=rng.start.isoformat(),
+        last_day=rng.end.isoformat(),
         error=error,
         message=message[:1500],
     )
@@ -70,41 +50,16 @@ def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehou
     context.log.info(f"{alert.key}: {'notified' if sent else 'already open or no channel'}")
 
 
-def _latest_check_result(
-    instance: dg.DagsterInstance, key: dg.AssetCheckKey
-) -> AssetCheckExecutionRecord | None:
-    """The check's latest finished record, None if it never finished. Creating a run records every check it
-    covers as PLANNED; until the run evaluates it (or forever, if the run fails first) the result before stands."""
-    record = instance.get_latest_asset_check_evaluation_record(key)
-    if record is None or record.status in FINISHED_CHECK_STATUSES:
-        return record
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status=FINISHED_CHECK_STATUSES
-    )
-    return history[0] if history else None
-
-
 def _check_facts(context: dg.SensorEvaluationContext) -> list[CheckFact]:
     facts = []
     for key in context.repository_def.asset_graph.asset_check_keys:
-        record = _latest_check_result(context.instance, key)
+        record = run_history.latest_check_result(context.instance, key)
         evaluation = record.evaluation if record is not None else None
         if evaluation is None:
             continue
         metadata = {name: value.value for name, value in (evaluation.metadata or {}).items()}
         facts.append(CheckFact(key.asset_key.to_user_string(), key.name, bool(evaluation.passed), metadata))
     return facts
-
-
-def _failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
-    """Client-days of the collection runs that failed after `since` (or a little before)."""
-    # A run's update time comes from the process that wrote it, not from this sensor's clock; reading an overlap
-    # again costs nothing (the keys are a set) and a run stored late is not missed.
-    after = since - FAILED_RUNS_OVERLAP
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=after)
-    )
-    return [key for run in runs for key in _run_keys(run)]
 
 
 @dg.sensor(
@@ -115,8 +70,6 @@ def _failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]
     "sends 'resolved' when it is gone; collection alerts resolve once the client's failed days are healed.",
 )
 def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
-
     state = json.loads(context.cursor) if context.cursor else {}
     # Taken before reading the runs, so a run failing meanwhile is read again next tick rather than missed.
     now = datetime.now(UTC)
@@ -144,9 +97,9 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
             key: (status.value if status is not None else None) for key, status in by_partition.items()
         },
         remembered=state.get("failing", ()),
-        failed_in_runs=_failed_run_keys(context.instance, since),
+        failed_in_runs=run_history.failed_run_keys(context.instance, since),
     )
-    failing_clients = {key.split("|")[0] for key in failing}
+    failing_clients = {client_of(key) for key in failing}
     resolved: list[str] = []
     for prefix in (COLLECTION_PREFIX, TOKEN_PREFIX):
         still_open = [

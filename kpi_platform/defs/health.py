@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.health import HealthReport, build_health_report, clients_from_warehouse
+from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
 
 HEALTH_REPORT = dg.AssetKey(["platform", "health_report"])
 

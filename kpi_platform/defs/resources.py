@@ -19,7 +19,7 @@ import requests
 from kpi_platform import settings
 from kpi_platform.activity.source import AppDatabase
 from kpi_platform.meta.client import MetaInsightsClient
-from kpi_platform.meta.simulator import (
+from kpi_platform.simulator import (
     AccountSpec,
     FaultConfig,
     MetaSimulator,

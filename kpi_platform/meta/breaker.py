@@ -32,7 +32,7 @@ from kpi_platform.meta.errors import (
     act_id,
     redact,
 )
-from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform.warehouse import Warehouse, as_utc, schema
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -68,13 +68,6 @@ def account_breaker_name(ad_account_id: str) -> str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive timestamps (stored in UTC), PostgreSQL aware ones."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _when(value: datetime | None) -> str:
@@ -214,7 +207,7 @@ class WarehouseBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     @property
     def opened_at(self) -> datetime | None:
-        return _as_utc(self._value("opened_at"))
+        return as_utc(self._value("opened_at"))
 
     @opened_at.setter
     def opened_at(self, _pybreaker_now: datetime) -> None:
@@ -409,14 +402,14 @@ class BreakerGuard:
         return bool(changed)
 
     def _state(self, row: Any) -> BreakerState:
-        opened_at = _as_utc(row["opened_at"])
+        opened_at = as_utc(row["opened_at"])
         return BreakerState(
             name=row["name"],
             state=row["state"],
             fail_counter=int(row["fail_counter"]),
             opened_at=opened_at,
             half_open_at=opened_at + self._reset_timeout if row["state"] == OPEN and opened_at else None,
-            updated_at=_as_utc(row["updated_at"]),
+            updated_at=as_utc(row["updated_at"]),
             last_error=row["last_error"],
         )
 

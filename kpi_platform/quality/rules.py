@@ -22,7 +22,6 @@ import pandas as pd
 from kpi_platform import settings
 
 #: Additive KPI columns: a client-day total is the sum of its campaign rows, a month the sum of its days.
-SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
 MONEY_COLUMNS: tuple[str, ...] = ("spend", "reservation_value")
 #: Culprits listed in `metadata()`; the result object keeps all of them.
 METADATA_CULPRITS = 20
@@ -605,7 +604,7 @@ def reconcile_campaigns(
     culprit with column "row" (observed 0 rows, expected 1). Money may differ by `money_tolerance`, counts
     not at all. Severity ERROR.
     """
-    columns = [c for c in SUM_COLUMNS if c in campaigns.columns and c in days.columns]
+    columns = [c for c in settings.SUM_COLUMNS if c in campaigns.columns and c in days.columns]
     key = ["client_id", "kpi_date"]
     camp = campaigns.assign(kpi_date=_as_datetime(campaigns["kpi_date"]))
     expected = camp.groupby(key, sort=False)[columns].sum()
@@ -659,7 +658,7 @@ def reconcile_months(
     key = ["client_id", "month"]
     day_dates = _as_datetime(days["kpi_date"])
     work = days.assign(month=day_dates - pd.to_timedelta(day_dates.dt.day - 1, unit="D"))
-    columns = [c for c in SUM_COLUMNS if c in months.columns and c in days.columns]
+    columns = [c for c in settings.SUM_COLUMNS if c in months.columns and c in days.columns]
     grouped = work.groupby(key, sort=False)
     expected = grouped[columns].sum()
     if "days_present" in months.columns:

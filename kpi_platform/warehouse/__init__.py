@@ -1,4 +1,5 @@
-"""The KPI warehouse (SQLAlchemy Core + packaged alembic migrations): `Warehouse` is its only entry point."""
+"""The KPI warehouse (SQLAlchemy Core + packaged alembic migrations): `Warehouse` owns every write and the
+connection; `queries` reads for analysts, `export` writes query results to files, `roles` manages grants."""
 
 from kpi_platform.warehouse.store import (
     ClientSync,
@@ -6,7 +7,8 @@ from kpi_platform.warehouse.store import (
     MetricWrite,
     Warehouse,
     WriteStats,
+    as_utc,
     make_engine,
 )
 
-__all__ = ["ClientSync", "MetricReplacement", "MetricWrite", "Warehouse", "WriteStats", "make_engine"]
+__all__ = ["ClientSync", "MetricReplacement", "MetricWrite", "Warehouse", "WriteStats", "as_utc", "make_engine"]

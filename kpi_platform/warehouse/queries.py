@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.warehouse import schema
-from kpi_platform.warehouse.store import SUM_COLUMNS, Warehouse
+from kpi_platform.warehouse.store import Warehouse
 
 GRAINS: tuple[str, ...] = ("daily", "weekly", "monthly")
 _DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -101,7 +101,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def open_reader() -> Warehouse:
     """The warehouse for queries, as the analysts' read-only role: KPI_WAREHOUSE_READER_URL (KPI_WAREHOUSE_URL
     when unset), checked to exist and to be migrated, never created or changed. Dispose of it when done."""
-    from kpi_platform.export import open_warehouse  # export builds on this module
+    from kpi_platform.warehouse.export import open_warehouse  # export builds on this module
 
     return open_warehouse(settings.warehouse_reader_url())
 
@@ -333,13 +333,13 @@ def _kpi_select(grain: str, dialect: str) -> sa.Select:
             table.c.kpi_date.label("period"),
             table.c.currency,
             table.c.source,
-            *(table.c[name] for name in SUM_COLUMNS),
+            *(table.c[name] for name in settings.SUM_COLUMNS),
             table.c.delivery,
         )
     period = _period_expression(table.c.kpi_date, grain, dialect).label("period")
     sums = [
         sa.cast(sa.func.sum(table.c[name]), sa.Float if name in _MONEY_COLUMNS else sa.BigInteger).label(name)
-        for name in SUM_COLUMNS
+        for name in settings.SUM_COLUMNS
     ]
     return sa.select(
         table.c.client_id,
@@ -424,7 +424,7 @@ def _finish_kpi_frame(frame: pd.DataFrame, periods: pd.DataFrame) -> pd.DataFram
     out["days_expected"] = bounds["days_expected"].to_numpy(dtype="int64")[period_codes]
     out["currency"] = np.asarray(currencies, dtype=object)[currency_codes[order]]
     out["source"] = np.asarray(sources, dtype=object)[source_codes[order]]
-    for name in SUM_COLUMNS:
+    for name in settings.SUM_COLUMNS:
         out[name] = np.round(column(name, "float64"), 2) if name in _MONEY_COLUMNS else column(name, "int64")
     impressions, clicks = out["impressions"], out["clicks"]
     with np.errstate(divide="ignore", invalid="ignore"):

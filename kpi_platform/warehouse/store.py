@@ -56,7 +56,16 @@ PG_INSUFFICIENT_PRIVILEGE = "42501"
 #: Connection execution option naming the SQLite BEGIN mode (DEFERRED or IMMEDIATE).
 _SQLITE_BEGIN_OPTION = "kpi_sqlite_begin"
 
-SUM_COLUMNS: tuple[str, ...] = ("spend", "impressions", "clicks", *settings.CONVERSION_COLUMNS)
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A timestamp read back from the warehouse, as an aware UTC datetime: SQLite returns naive timestamps (stored
+    in UTC), or text from an aggregate; PostgreSQL aware ones."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 CLIENT_FIELDS: tuple[str, ...] = ("name", "ad_account_id", "currency", "timezone", "active", "settings")
 
 
@@ -789,7 +798,7 @@ class Warehouse:
     def monthly_totals_from_days(self, *, client_id: str, month: date) -> dict[str, Any]:
         """Sums over the client-day rows of the month containing `month`.
 
-        Keys: client_id, month (first day), the SUM_COLUMNS, ctr_pct and cpc recomputed from the sums (None
+        Keys: client_id, month (first day), the settings.SUM_COLUMNS, ctr_pct and cpc recomputed from the sums (None
         without impressions / clicks), days_present, days_in_month, idle_days, currency (None without rows).
         Raises ValueError if the month's rows carry more than one currency.
         """
@@ -797,7 +806,7 @@ class Warehouse:
         table = schema.client_daily_kpis
         in_month = (table.c.client_id == client_id, table.c.kpi_date.between(first, last))
         query = sa.select(
-            *(sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in SUM_COLUMNS),
+            *(sa.func.coalesce(sa.func.sum(table.c[name]), 0).label(name) for name in settings.SUM_COLUMNS),
             sa.func.count().label("days_present"),
             sa.func.coalesce(sa.func.sum(sa.case((table.c.delivery == "idle", 1), else_=0)), 0).label(
                 "idle_days"
@@ -813,7 +822,7 @@ class Warehouse:
                 f"client {client_id!r} has days in {currencies} during {first:%Y-%m}; cannot sum them"
             )
         totals: dict[str, Any] = {"client_id": client_id, "month": first}
-        for name in SUM_COLUMNS:
+        for name in settings.SUM_COLUMNS:
             column = table.c[name]
             totals[name] = int(sums[name]) if _is_integer(column) else round(float(sums[name]), 2)
         totals["ctr_pct"] = totals["clicks"] / totals["impressions"] * 100 if totals["impressions"] else None

@@ -10,11 +10,11 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from kpi_platform.automation import CollectionRequest
+from kpi_platform.cli.quickstart import sync_clients
 from kpi_platform.clients import load_clients
 from kpi_platform.definitions import build_defs
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
-from kpi_platform.quickstart import sync_clients
+from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse
 
 CLIENTS_YAML = textwrap.dedent(

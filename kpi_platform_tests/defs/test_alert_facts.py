@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from kpi_platform.alerts import Alert, Notifier, Severity
-from kpi_platform.automation import FAILED, IN_PROGRESS, MATERIALIZED, CollectionRequest, keys_of_range
 from kpi_platform.defs.alerting import alert_sync_sensor
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.problems import failing_collection_keys
+from kpi_platform.keys import keys_of_range
+from kpi_platform.operations.alert_facts import failing_collection_keys
+from kpi_platform.operations.alerts import Alert, Notifier, Severity
+from kpi_platform.operations.plans import FAILED, IN_PROGRESS, MATERIALIZED, CollectionRequest
 from kpi_platform_tests.defs.test_alert_sensors import (
     collect_a_month_with_a_lost_day,
     run_failure_tick,

@@ -7,7 +7,7 @@ from datetime import date
 
 import dagster as dg
 
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 
 OCT_1, OCT_10 = date(2026, 10, 1), date(2026, 10, 10)
 

@@ -8,8 +8,8 @@ import textwrap
 import dagster as dg
 import pytest
 
+from kpi_platform.defs.collection import clients_sync_sensor
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.defs.sensors import clients_sync_sensor
 from kpi_platform.warehouse import Warehouse
 
 TWO = textwrap.dedent(

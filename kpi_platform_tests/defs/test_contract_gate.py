@@ -7,10 +7,10 @@ from datetime import date
 
 import dagster as dg
 
-from kpi_platform.automation import CollectionRequest
 from kpi_platform.definitions import build_defs
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
+from kpi_platform.operations.plans import CollectionRequest
 
 OCT_1, OCT_5 = date(2026, 10, 1), date(2026, 10, 5)
 
@@ -103,7 +103,7 @@ def test_good_data_passes_the_check_and_stores_quality_scores(platform):
 def test_a_run_of_several_clients_stores_all_of_them_or_none(platform):
     """A rectangle run (acme and globex, launched by hand with range tags) where only globex's data breaks the
     contract stores nothing for acme either: every range is validated before any is written."""
-    from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+    from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 
     defs = build_defs(
         resources={

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.clients import Client, ClientSettings
+from kpi_platform.defs.collection import daily_collection_schedule
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.defs.schedules import daily_collection_schedule
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.warehouse import Warehouse
 
 CLIENTS = [

@@ -12,21 +12,19 @@ import dagster as dg
 import pytest
 
 from kpi_platform import settings
-from kpi_platform.automation import (
+from kpi_platform.cli.quickstart import sync_clients
+from kpi_platform.clients import Client, load_clients
+from kpi_platform.definitions import build_defs
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, build_gap_healing_sensor
+from kpi_platform.defs.partitions import client_daily_partitions
+from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
+from kpi_platform.operations.plans import (
     GIVE_UP_AFTER_FAILURES,
     NON_TRANSIENT_BASE_COOLDOWN_S,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
     TRANSIENT_COOLDOWN_S,
     CollectionRequest,
 )
-from kpi_platform.clients import Client, load_clients
-from kpi_platform.definitions import build_defs
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
-from kpi_platform.defs.partitions import client_daily_partitions
-from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.defs.sensors import build_gap_healing_sensor
-from kpi_platform.quickstart import sync_clients
 from kpi_platform_tests.defs.conftest import CLIENTS_YAML
 
 #: 10:00 in Warsaw (CET): the 06:00 collection of the 19th has run, so the 19th is the clients' last due day.

@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import dagster as dg
 
-from kpi_platform.defs.assets import CLIENT_MONTHLY_SUMMARY
+from kpi_platform.defs.monthly import CLIENT_MONTHLY_SUMMARY
 from kpi_platform.summaries import month_status
 
 NOW = datetime(2026, 11, 23, 12, 0)
@@ -74,7 +74,7 @@ def test_a_provisional_month_turns_final_once_its_restatement_window_has_passed(
     once 28 days have passed since it ended, even when none of its days changes again."""
     from datetime import UTC, timedelta
 
-    from kpi_platform.defs.month_closing import month_finalizing_schedule
+    from kpi_platform.defs.monthly import month_finalizing_schedule
     from kpi_platform.summaries import build_monthly_summary, month_end
 
     today = datetime.now(UTC).date()
@@ -145,7 +145,7 @@ def test_a_month_breaking_its_contract_is_refused_and_the_stored_summary_stays(p
 def test_complete_months_of_a_client_are_summarised_in_one_run(platform):
     """The automation sensor's backfill of several complete months runs as one run per client (single-run
     backfill policy): the asset summarises every month of its range."""
-    from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
+    from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 
     assert platform.collect("acme", date(2026, 9, 1), date(2026, 10, 31)).success
     job = platform.defs().resolve_job_def("monthly_summary_job")

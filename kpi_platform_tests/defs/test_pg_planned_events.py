@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from kpi_platform.pg_storage import PooledPostgresEventLogStorage
+from kpi_platform.runtime.pg_storage import PooledPostgresEventLogStorage
 from kpi_platform_tests.conftest import create_temp_database
 from kpi_platform_tests.defs.test_postgres_instance import postgres_storage
 
@@ -33,7 +33,7 @@ def instance(request, monkeypatch) -> Iterator[dg.DagsterInstance]:
     overrides: dict = {"storage": storage}
     if request.param == "pooled":
         overrides = {
-            key: {"module": "kpi_platform.pg_storage", "class": cls, "config": storage["postgres"]}
+            key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": storage["postgres"]}
             for key, cls in (
                 ("run_storage", "PooledPostgresRunStorage"),
                 ("event_log_storage", "PooledPostgresEventLogStorage"),

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+from kpi_platform.cli.quickstart import sync_clients
 from kpi_platform.clients import load_clients
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
-from kpi_platform.quickstart import sync_clients
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.warehouse import Warehouse
 from kpi_platform_tests.conftest import create_temp_database
 from kpi_platform_tests.defs.conftest import CLIENTS_YAML, Platform
@@ -146,7 +146,7 @@ def test_the_production_storage_pools_its_connections_and_records_runs(dagster_d
 
     import yaml
 
-    from kpi_platform.pg_storage import (
+    from kpi_platform.runtime.pg_storage import (
         PooledPostgresEventLogStorage,
         PooledPostgresRunStorage,
         PooledPostgresScheduleStorage,
@@ -159,7 +159,7 @@ def test_the_production_storage_pools_its_connections_and_records_runs(dagster_d
     overrides = {}
     for key in ("run_storage", "event_log_storage", "schedule_storage"):
         section = production[key]
-        assert section["module"] == "kpi_platform.pg_storage"
+        assert section["module"] == "kpi_platform.runtime.pg_storage"
         assert set(section["config"]["postgres_db"]) == set(postgres_db)
         overrides[key] = {**section, "config": {"postgres_db": postgres_db}}
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.warehouse import schema
 
 

@@ -23,10 +23,8 @@ import sqlalchemy as sa
 import yaml
 
 from kpi_platform import settings
-from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG
-from kpi_platform.clients import load_clients
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CONTRACT_CHECK
-from kpi_platform.deploy import (
+from kpi_platform.cli.quickstart import sync_clients
+from kpi_platform.cli.supervisor import (
     BACKFILL_DONE,
     SUPERVISOR_MARKER_ENV,
     LocalStack,
@@ -39,7 +37,9 @@ from kpi_platform.deploy import (
     prepare_dagster_home,
     wait_until,
 )
-from kpi_platform.quickstart import sync_clients
+from kpi_platform.clients import load_clients
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.warehouse import Warehouse
 from kpi_platform_tests.conftest import create_temp_database
 from kpi_platform_tests.e2e.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
@@ -205,7 +205,7 @@ def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Pro
             supervisor=stack.supervisor,
         )
         assert stack.webserver.backfill(backfill_id)["status"] == "COMPLETED_SUCCESS"
-        # The runs were forked from the code server's preloaded fork server (kpi_platform/code_server.py).
+        # The runs were forked from the code server's preloaded fork server (kpi_platform/runtime/code_server.py).
         code_server = next(c for c in stack.supervisor.children if c.spec.name == "code-server")
         assert any("multiprocessing.forkserver" in cmd for cmd in group_members(code_server.pid))
 

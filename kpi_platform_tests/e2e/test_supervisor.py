@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kpi_platform.deploy import ProcessSpec, Supervisor, marked_processes, wait_until
+from kpi_platform.cli.supervisor import ProcessSpec, Supervisor, marked_processes, wait_until
 
 PY = sys.executable
 

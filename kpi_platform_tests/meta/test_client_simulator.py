@@ -20,7 +20,7 @@ from kpi_platform.meta.errors import (
     TransientError,
 )
 from kpi_platform.meta.parse import parse_insights_rows
-from kpi_platform.meta.simulator import (
+from kpi_platform.simulator import (
     FaultConfig,
     InsightsQuery,
     MetaSimulator,

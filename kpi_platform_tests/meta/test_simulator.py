@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from kpi_platform import settings
-from kpi_platform.meta.simulator import (
+from kpi_platform.simulator import (
     AccountSpec,
     FaultConfig,
     InsightsQuery,

@@ -10,9 +10,9 @@ from datetime import date
 
 import pytest
 
-from kpi_platform import cli
-from kpi_platform.export import export
+from kpi_platform.cli import command as cli
 from kpi_platform.warehouse import Warehouse
+from kpi_platform.warehouse.export import export
 from kpi_platform.warehouse.queries import InvalidQueryError
 from kpi_platform_tests.warehouse.test_queries import ACME_ROWS, client, metric_rows, span, store_days
 

@@ -381,7 +381,7 @@ def test_records_hold_plain_python_values(activity):
 
 
 def test_open_reader_uses_the_reader_url_and_never_creates_a_warehouse(tmp_path, monkeypatch):
-    from kpi_platform.export import WarehouseNotReadyError
+    from kpi_platform.warehouse.export import WarehouseNotReadyError
     from kpi_platform.warehouse.queries import open_reader
 
     monkeypatch.setenv("KPI_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'writer.sqlite'}")

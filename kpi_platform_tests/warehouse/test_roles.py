@@ -18,12 +18,13 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.dialects import postgresql
 
-from kpi_platform import cli, settings
+from kpi_platform import settings
+from kpi_platform.cli import command as cli
 from kpi_platform.clients import load_clients
 from kpi_platform.collect import collect_range
 from kpi_platform.defs.resources import MetaApiResource
-from kpi_platform.export import export, open_warehouse
 from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform.warehouse.export import export, open_warehouse
 from kpi_platform.warehouse.roles import (
     READER_TABLE_PRIVILEGES,
     WRITER_TABLE_PRIVILEGES,

@@ -1,27 +1,35 @@
-"""Software-defined assets: client-day KPIs from the Meta API and the monthly summaries built on them."""
+"""Collection: the client-day asset, its job, the daily schedule, the clients sync and the gap-healing sensor."""
 
+import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from kpi_platform import settings
-from kpi_platform.clients import Client
+from kpi_platform.clients import Client, file_fingerprint, load_clients, plan_sync, sync_clients_to_warehouse
 from kpi_platform.collect import CollectionResult, PreparedRange, prepare_range, store_range
-from kpi_platform.defs.partitions import (
-    client_daily_partitions,
-    client_monthly_partitions,
-    client_ranges,
-    daily_to_monthly,
-)
+from kpi_platform.defs import run_history
+from kpi_platform.defs.partitions import client_daily_partitions, clients_partitions
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
+from kpi_platform.keys import client_ranges
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.errors import MetaApiError
+from kpi_platform.operations.plans import (
+    GIVE_UP_AFTER_FAILURES,
+    TRANSIENT_COOLDOWN_S,
+    FailureMemory,
+    failure_reports,
+    healing_keys,
+    plan_daily_collection,
+    plan_gap_healing,
+    prune_failures,
+    record_failures,
+)
 from kpi_platform.quality.schemas import ContractViolation
-from kpi_platform.summaries import build_monthly_summary
 from kpi_platform.warehouse import Warehouse
 
 CLIENT_DAILY_KPIS = dg.AssetKey(["meta_ads", "client_daily_kpis"])
-CLIENT_MONTHLY_SUMMARY = dg.AssetKey(["kpi", "client_monthly_summary"])
 #: In-asset, blocking: everything fetched for the run's range meets the pandera contract before it is stored.
 CONTRACT_CHECK = "rows_meet_contract"
 
@@ -175,63 +183,140 @@ def client_daily_kpis(
     )
 
 
-def _month_keys(partition_keys: list[str]) -> list[tuple[str, date]]:
-    pairs = []
-    for key in partition_keys:
-        client_id, month = str(key).split("|")
-        pairs.append((client_id, date.fromisoformat(month)))
-    return pairs
-
-
-#: Any month (not only the latest) is summarised once all its days are present, and again when a day is
-#: restated; `in_latest_time_window` is removed from eager() so that late backfills of old months close too.
-monthly_summary_condition = dg.AutomationCondition.eager().without(
-    dg.AutomationCondition.in_latest_time_window()
+# Collection runs carry only the in-asset contract check; the warehouse-wide checks run in their own job.
+daily_collection_job = dg.define_asset_job(
+    "daily_collection_job",
+    selection=dg.AssetSelection.assets(CLIENT_DAILY_KPIS).without_checks()
+    | dg.AssetSelection.checks(dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)),
+    description="Collect client-day KPIs from the Meta API for one client and one contiguous date range.",
 )
 
 
-@dg.asset(
-    key=CLIENT_MONTHLY_SUMMARY,
-    partitions_def=client_monthly_partitions,
-    ins={
-        "daily": dg.AssetIn(
-            key=CLIENT_DAILY_KPIS, partition_mapping=daily_to_monthly, dagster_type=dg.Nothing
-        )
-    },
-    automation_condition=monthly_summary_condition,
-    # The automation sensor requests the months that became complete as one backfill: with this policy that is
-    # one run per client and contiguous months, not one run per month (600 runs after a year's backfill of 50
-    # clients, each holding a run slot that collection needs).
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="kpi",
-    kinds={"python", "sql"},
-    owners=["team:data-engineering"],
+@dg.schedule(
+    name="daily_collection_schedule",
+    job=daily_collection_job,
+    cron_schedule="5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Hourly tick; each active client is collected once a day at its local collection hour, "
+    "re-pulling its lookback window (default 28 days: Meta restates conversions that long) as one run.",
 )
-def client_monthly_summary(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    """Monthly KPI totals per client, summed from the month's client-day rows.
+def daily_collection_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
+    clients = [Client.from_row(row) for row in warehouse.get_warehouse().list_clients(active_only=True)]
+    plans = plan_daily_collection(clients, context.scheduled_execution_time)
+    if not plans:
+        return dg.SkipReason("no active client is at its collection hour")
+    return [dg.RunRequest(run_key=p.run_key, tags=p.tags()) for p in plans]
 
-    Grain: one row per client × month (`client_monthly_kpis`). Materialized automatically once every day of the
-    month is collected for that client, and again whenever a day of it is restated. `status` is `provisional`
-    until 28 days after the month ends (Meta can still restate), `final` after.
-    """
-    wh = warehouse.get_warehouse()
-    today = datetime.now(UTC).date()
-    summaries = [
-        build_monthly_summary(
-            warehouse=wh, client_id=client_id, month=month, today=today, run_id=context.run.run_id
-        )
-        for client_id, month in _month_keys(context.partition_keys)
-    ]
-    statuses = sorted({s.status for s in summaries})
-    return dg.MaterializeResult(
-        metadata={
-            "months": dg.MetadataValue.int(len(summaries)),
-            "status": dg.MetadataValue.text(",".join(statuses)),
-            "spend": dg.MetadataValue.float(round(sum(float(s.row["spend"]) for s in summaries), 2)),
-            "clicks": dg.MetadataValue.int(sum(int(s.row["clicks"]) for s in summaries)),
-            "days_present": dg.MetadataValue.int(sum(int(s.row["days_present"]) for s in summaries)),
-            "idle_days": dg.MetadataValue.int(sum(int(s.row["idle_days"]) for s in summaries)),
-        }
+
+@dg.sensor(
+    name="clients_sync_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Keeps the `clients` partitions and the warehouse `clients` table in step with clients.yaml. "
+    "Partitions are only added, never removed; a client dropped from the file is deactivated, its history kept.",
+)
+def clients_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource) -> dg.SensorResult:
+    path = settings.clients_file()
+    # An invalid file raises here: the tick fails with the entry and field named, and nothing is changed.
+    clients = load_clients(path)
+    existing = context.instance.get_dynamic_partitions(clients_partitions.name)
+    plan = plan_sync(clients, existing)
+    fingerprint = file_fingerprint(path)
+    if fingerprint == context.cursor and not plan.partitions_to_add:
+        return dg.SensorResult(skip_reason=dg.SkipReason("clients.yaml unchanged"), cursor=fingerprint)
+    added, updated, unchanged, deactivated = sync_clients_to_warehouse(clients=clients, warehouse=warehouse.get_warehouse())
+    context.log.info(
+        f"clients synced: partitions added {list(plan.partitions_to_add)}, warehouse added={added} "
+        f"updated={updated} unchanged={unchanged}, deactivated {list(deactivated)}"
+    )
+    requests = [clients_partitions.build_add_request(list(plan.partitions_to_add))] if plan.partitions_to_add else []
+    return dg.SensorResult(dynamic_partitions_requests=requests, cursor=fingerprint)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_gap_healing_sensor(
+    *,
+    minimum_interval_seconds: int = 300,
+    horizon_days: int = settings.HEALING_HORIZON_DAYS,
+    clock: Callable[[], datetime] = _utc_now,
+) -> dg.SensorDefinition:
+    """The gap-healing sensor; the defaults are production's. Shorter intervals and horizons are for end-to-end
+    tests and benchmarks, `clock` (an aware datetime) lets tests tick at a fixed time."""
+
+    @dg.sensor(
+        name="gap_healing_sensor",
+        job=daily_collection_job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Finds missing and failed client-days over the healing horizon (up to each client's last due day "
+        "in its timezone) that are not queued, running or in a backfill, and requests one run per contiguous range "
+        f"per client (bounded per tick). Transient failures are retried after {TRANSIENT_COOLDOWN_S / 60:.0f} min; "
+        "other failures cool down longer after each one, are reported once per escalation, and are left to a "
+        f"person after {GIVE_UP_AFTER_FAILURES} in a row (the days stay failed).",
+    )
+    def gap_healing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+        return _heal_gaps(context, warehouse, horizon_days=horizon_days, now_utc=clock())
+
+    return gap_healing_sensor
+
+
+def _heal_gaps(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, *, horizon_days: int, now_utc: datetime
+):
+    state = json.loads(context.cursor) if context.cursor else {}
+    now = now_utc.timestamp()
+    # Watermark on Dagster's own run update times, not the tick's clock: every failed run is counted exactly once.
+    since = float(state.get("since", 0.0))
+    tick = int(state.get("tick", 0)) + 1
+    failures = {k: FailureMemory.from_json(v) for k, v in state.get("failures", {}).items()}
+
+    # Learn from runs that failed since the last tick (Dagster's run history is the collection log), oldest
+    # first so that "in a row" follows the order the failures happened in.
+    recorded: set[str] = set()
+    for record in run_history.failed_runs_since(context.instance, datetime.fromtimestamp(since, UTC)):
+        since = max(since, record.update_timestamp.timestamp())
+        keys_failed = run_history.run_keys(record.dagster_run)
+        if keys_failed:
+            non_transient, reason = run_history.failure_reason(context.instance, record.dagster_run.run_id)
+            failures = record_failures(
+                failures, keys=keys_failed, failed_ts=now, non_transient=non_transient, reason=reason
+            )
+            recorded.update(keys_failed)
+
+    clients = [Client.from_row(row) for row in warehouse.get_warehouse().list_clients(active_only=True)]
+    keys = healing_keys(clients, now_utc=now_utc, horizon_days=horizon_days)
+    # None until the asset has its first event on this instance (a fresh deployment): every key is missing.
+    by_partition = context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
+    statuses = {key: (status.value if status is not None else None) for key, status in by_partition.items()}
+    # The cursor stays bounded: no memory of healed days, days before the horizon or clients no longer active.
+    failures = prune_failures(
+        failures, clients=clients, now_utc=now_utc, horizon_days=horizon_days, statuses=statuses
+    )
+    plan = plan_gap_healing(
+        keys=keys,
+        statuses=statuses,
+        reserved=run_history.backfill_reserved_keys(context.instance, CLIENT_DAILY_KPIS),
+        failures=failures,
+        now_ts=now,
+        max_runs=settings.HEALING_MAX_RUNS_PER_TICK,
+        tick=tick,
+    )
+    for line in failure_reports(failures, recorded=recorded):
+        context.log.warning(line)
+    context.log.info(
+        f"keys={len(keys)} missing={plan.missing} failed={plan.failed} in_progress={plan.in_progress} "
+        f"cooling={len(plan.cooling)} given_up={len(plan.given_up)} requested={len(plan.requests)} "
+        f"deferred={plan.deferred_ranges}"
+    )
+    cursor = json.dumps(
+        {"since": since, "tick": tick, "failures": {k: m.to_json() for k, m in failures.items()}}
+    )
+    if not plan.requests:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no gaps to heal"), cursor=cursor)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=r.run_key, tags=r.tags()) for r in plan.requests], cursor=cursor
     )

@@ -1,4 +1,4 @@
-"""Imported once by the code server's fork server (kpi_platform/code_server.py); every run worker forks from it.
+"""Imported once by the code server's fork server (kpi_platform/runtime/code_server.py); every run worker forks from it.
 
 Loads what each run would otherwise load for itself: Dagster's run-execution path, the PostgreSQL storage of
 the production instance, and this code location with its repository built. Nothing here opens a connection,
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster._grpc.impl  # noqa: F401 - the run worker's entry point
 import dagster_postgres  # noqa: F401
 
-import kpi_platform.pg_storage  # noqa: F401
+import kpi_platform.runtime.pg_storage  # noqa: F401
 from kpi_platform.definitions import defs
 
 defs.get_repository_def()

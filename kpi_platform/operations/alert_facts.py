@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kpi_platform.alerts import RUNBOOK, Alert, Severity
-from kpi_platform.automation import FAILED, MATERIALIZED
+from kpi_platform.operations.alerts import RUNBOOK, Alert, Severity
+from kpi_platform.operations.plans import FAILED, MATERIALIZED
 
 COLLECTION_PREFIX = "collection_failed:"
 TOKEN_PREFIX = "token_invalid:"

@@ -36,7 +36,7 @@ from kpi_platform import settings
 from kpi_platform.meta.breaker import OPEN, BreakerState
 from kpi_platform.meta.client import URL_LOGGERS
 from kpi_platform.meta.errors import redact
-from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform.warehouse import Warehouse, as_utc, schema
 
 logger = logging.getLogger(__name__)
 
@@ -343,12 +343,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class Notifier:
     """Sends alerts to the channels whose minimum severity they reach, once per problem until it is resolved.
 
@@ -468,7 +462,7 @@ class Notifier:
         row = self._close(key, now)
         if row is None or row.notified_at is None:
             return row is not None, False
-        first_seen = _as_utc(row.first_seen)
+        first_seen = as_utc(row.first_seen)
         body = (
             f"Resolved: the problem `{key}` is no longer present.\n"
             f"First seen {first_seen:%Y-%m-%d %H:%M} UTC, resolved {now:%Y-%m-%d %H:%M} UTC."
@@ -513,9 +507,9 @@ class Notifier:
                 key=r.key,
                 severity=Severity.parse(r.severity),
                 title=r.title,
-                first_seen=_as_utc(r.first_seen),
-                last_seen=_as_utc(r.last_seen),
-                notified_at=_as_utc(r.notified_at),
+                first_seen=as_utc(r.first_seen),
+                last_seen=as_utc(r.last_seen),
+                notified_at=as_utc(r.notified_at),
             )
             for r in rows
         ]

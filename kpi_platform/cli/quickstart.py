@@ -16,9 +16,10 @@ import dagster as dg
 
 from kpi_platform import settings
 from kpi_platform.activity import ensure_demo_app_db
-from kpi_platform.automation import RANGE_END_TAG, RANGE_START_TAG, CollectionRequest
 from kpi_platform.clients import Client, ClientSyncReport, load_clients, plan_sync, sync_clients_to_warehouse
 from kpi_platform.defs.partitions import clients_partitions
+from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG, client_day_key
+from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse
 
 
@@ -111,8 +112,8 @@ class QuickstartSummary:
 
 def run_quickstart(*, days: int = settings.QUICKSTART_DAYS, today: date | None = None) -> QuickstartSummary:
     """Sync clients, collect the last `days` complete days per active client (one run each), close complete months."""
+    from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.definitions import defs
-    from kpi_platform.local import ensure_dagster_home
 
     t0 = time.perf_counter()
     home = ensure_dagster_home()
@@ -145,7 +146,7 @@ def run_quickstart(*, days: int = settings.QUICKSTART_DAYS, today: date | None =
                     continue
                 result = monthly_job.execute_in_process(
                     instance=instance,
-                    partition_key=f"{client.id}|{month.isoformat()}",
+                    partition_key=client_day_key(client.id, month),
                     tags={settings.CLIENT_TAG: client.id},
                     run_config=QUIET,
                     raise_on_error=False,

@@ -12,7 +12,7 @@ from kpi_platform import settings
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
-    from kpi_platform.quickstart import run_quickstart
+    from kpi_platform.cli.quickstart import run_quickstart
 
     summary = run_quickstart(days=args.days)
     print(summary.render())
@@ -20,7 +20,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from kpi_platform.local import ensure_dagster_home
+    from kpi_platform.cli.local import ensure_dagster_home
 
     home = ensure_dagster_home()
     workspace = settings.project_root() / "workspace.yaml"
@@ -45,8 +45,8 @@ def _cmd_clients(args: argparse.Namespace) -> int:
         return 0
     from dagster import DagsterInstance
 
-    from kpi_platform.local import ensure_dagster_home
-    from kpi_platform.quickstart import sync_clients
+    from kpi_platform.cli.local import ensure_dagster_home
+    from kpi_platform.cli.quickstart import sync_clients
 
     ensure_dagster_home()
     with DagsterInstance.get() as instance:
@@ -61,7 +61,7 @@ def _cmd_clients(args: argparse.Namespace) -> int:
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from kpi_platform.clients import load_clients
     from kpi_platform.defs.resources import faults_from_json, simulator_config
-    from kpi_platform.meta.simulator import run_forever
+    from kpi_platform.simulator import run_forever
 
     # The served simulator knows the registered ad accounts, each in its client's currency.
     clients = load_clients(settings.clients_file()) if settings.clients_file().exists() else []
@@ -74,7 +74,7 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
 def _cmd_migrate(args: argparse.Namespace) -> int:
     import subprocess
 
-    from kpi_platform.local import ensure_dagster_home
+    from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.warehouse import Warehouse
     from kpi_platform.warehouse.store import MigrationNotAllowedError
 
@@ -93,7 +93,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from kpi_platform.deploy import serve
+    from kpi_platform.cli.supervisor import serve
 
     return serve(
         host=args.host,
@@ -109,7 +109,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from kpi_platform.export import WarehouseNotReadyError, export, open_warehouse
+    from kpi_platform.warehouse.export import WarehouseNotReadyError, export, open_warehouse
     from kpi_platform.warehouse.queries import InvalidQueryError
 
     buffer = io.StringIO()
@@ -160,10 +160,10 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
     from dagster import DagsterInstance
 
+    from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.defs.health import code_location_check_keys
-    from kpi_platform.export import WarehouseNotReadyError, open_warehouse
-    from kpi_platform.health import HealthReport, build_health_report, clients_from_warehouse
-    from kpi_platform.local import ensure_dagster_home
+    from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
+    from kpi_platform.warehouse.export import WarehouseNotReadyError, open_warehouse
 
     now = datetime.now(UTC)
     header = ""
@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve",
         help="run the production processes together (code server, webserver, daemon) until Ctrl-C",
-        description="Starts the code server (`python -m kpi_platform.code_server code-server start`), "
-        "`dagster-webserver` and the daemon (`python -m kpi_platform.daemon run`) on the "
+        description="Starts the code server (`python -m kpi_platform.runtime.code_server code-server start`), "
+        "`dagster-webserver` and the daemon (`python -m kpi_platform.runtime.daemon run`) on the "
         "production instance (DAGSTER_HOME with deploy/dagster.yaml, PostgreSQL from DAGSTER_PG_*) and "
         "deploy/workspace.yaml, each in its own process group; Ctrl-C stops all of them.",
     )

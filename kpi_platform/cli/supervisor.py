@@ -68,7 +68,7 @@ def deploy_dir() -> Path:
     """The folder with the production dagster.yaml and workspace.yaml: `deploy/` in the working directory, else
     the repository's."""
     local = settings.project_root() / "deploy"
-    return local if local.is_dir() else Path(__file__).resolve().parents[1] / "deploy"
+    return local if local.is_dir() else Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _executable(name: str) -> str:
@@ -97,12 +97,12 @@ def code_server_spec(
     attribute: str = "defs",
     working_directory: Path | None = None,
 ) -> ProcessSpec:
-    """`dagster code-server start` through `python -m kpi_platform.code_server`, which forks run workers from a
+    """`dagster code-server start` through `python -m kpi_platform.runtime.code_server`, which forks run workers from a
     preloaded process: loads the code location in a child process it can restart on reload."""
     argv = [
         sys.executable,
         "-m",
-        "kpi_platform.code_server",
+        "kpi_platform.runtime.code_server",
         "code-server",
         "start",
         "-h",
@@ -128,9 +128,9 @@ def webserver_spec(*, host: str, port: int, workspace: Path) -> ProcessSpec:
 
 
 def daemon_spec(*, workspace: Path) -> ProcessSpec:
-    """`dagster-daemon run` through `python -m kpi_platform.daemon`, which paces the backfill daemon at
+    """`dagster-daemon run` through `python -m kpi_platform.runtime.daemon`, which paces the backfill daemon at
     KPI_BACKFILL_INTERVAL_SECONDS (5 s) instead of 30 s."""
-    return ProcessSpec("daemon", (sys.executable, "-m", "kpi_platform.daemon", "run", "-w", str(workspace)))
+    return ProcessSpec("daemon", (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(workspace)))
 
 
 def simulator_spec(*, port: int) -> ProcessSpec:

@@ -4,11 +4,11 @@ The gRPC server launches every run (DefaultRunLauncher) as a fresh `multiprocess
 imports Dagster, pandas, pandera and this code location again before doing any work: about 2.5 CPU-seconds per
 run, close to half of what a year-long collection run costs on this machine. Dagster has no setting for the
 start method, so this entry point swaps in a "forkserver" context (`_use_forkserver`): the fork server imports
-`kpi_platform.run_worker_preload` once, and each run is a fork of it with everything already loaded. The run
+`kpi_platform.runtime.run_worker_preload` once, and each run is a fork of it with everything already loaded. The run
 worker itself (`dagster._grpc.impl.start_run_in_subprocess`), its events, termination and exit codes are
 Dagster's own; only how its process starts changes.
 
-    python -m kpi_platform.code_server code-server start -h 127.0.0.1 -p 4266 \
+    python -m kpi_platform.runtime.code_server code-server start -h 127.0.0.1 -p 4266 \
         -m kpi_platform.definitions -a defs --location-name kpi
 
 takes exactly the arguments of `dagster code-server start` (or of any other `dagster` command). The code server
@@ -22,9 +22,9 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 
-ENTRY_MODULE = "kpi_platform.code_server"
+ENTRY_MODULE = "kpi_platform.runtime.code_server"
 #: Imported once by the fork server, before any run forks from it.
-PRELOAD_MODULE = "kpi_platform.run_worker_preload"
+PRELOAD_MODULE = "kpi_platform.runtime.run_worker_preload"
 
 
 def _use_forkserver(preload: Sequence[str] = (PRELOAD_MODULE,)) -> multiprocessing.context.BaseContext:
@@ -33,35 +33,25 @@ def _use_forkserver(preload: Sequence[str] = (PRELOAD_MODULE,)) -> multiprocessi
     PRIVATE in 1.13: `DagsterApiServer.__init__` sets `self._mp_ctx = multiprocessing.get_context("spawn")` and
     `StartRun` creates the run process, its queue and its termination event from it. A class property with a
     no-op setter takes precedence over that instance attribute. A Dagster upgrade that renames it makes
-    `_check_forkserver_hook` fail at start instead of silently spawning again.
+    `dagster_private.check_forkserver_hook` fail at start instead of silently spawning again.
     """
-    from dagster._grpc import server
+    from kpi_platform.runtime import dagster_private
 
+    server = dagster_private.grpc_server_module()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))
+    dagster_private.check_forkserver_hook(server)
     server.DagsterApiServer._mp_ctx = property(lambda _self: context, lambda _self, _value: None)
-    _check_forkserver_hook(server)
     return context
-
-
-def _check_forkserver_hook(server_module: object) -> None:
-    import inspect
-
-    api_server = server_module.DagsterApiServer  # type: ignore[attr-defined]
-    sources = inspect.getsource(api_server.__init__) + inspect.getsource(api_server.StartRun)
-    if "self._mp_ctx = " not in sources or "self._mp_ctx.Process(" not in sources:
-        raise RuntimeError(
-            "this Dagster version no longer starts run workers from DagsterApiServer._mp_ctx; "
-            "start the code location with `dagster code-server start` instead"
-        )
 
 
 def _serve_children_here() -> None:
     """Start the gRPC server that `dagster code-server start` runs the code location in through this module,
     so it gets the fork server too. PRIVATE in 1.13: `open_server_process` builds its command from
     `get_python_environment_entry_point(executable)` (`[executable, "-m", "dagster"]`)."""
-    from dagster._grpc import server
+    from kpi_platform.runtime import dagster_private
 
+    server = dagster_private.grpc_server_module()
     server.get_python_environment_entry_point = lambda executable: [executable, "-m", ENTRY_MODULE]
 
 
@@ -77,8 +67,10 @@ def served_modules(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dagster._cli import cli
+    from kpi_platform.runtime import dagster_private
 
+    dagster_private.check_dagster()
+    cli = dagster_private.dagster_cli()
     args = list(sys.argv[1:] if argv is None else argv)
     # The served module too, when it is another one (the end-to-end tests serve their own definitions).
     _use_forkserver((PRELOAD_MODULE, *(m for m in served_modules(args) if m != "kpi_platform.definitions")))

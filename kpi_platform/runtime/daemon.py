@@ -6,7 +6,7 @@ up to 30 s more after its last run ends before it is marked complete: on a year'
 of the wall time. This entry point sets that interval (`KPI_BACKFILL_INTERVAL_SECONDS`, default 5 s) before the
 daemons start; everything else is `dagster-daemon` itself. An iteration with nothing to do is a single query.
 
-    python -m kpi_platform.daemon run -w deploy/workspace.yaml       # the arguments of `dagster-daemon`
+    python -m kpi_platform.runtime.daemon run -w deploy/workspace.yaml       # the arguments of `dagster-daemon`
 
 The asset daemon, which also read that constant as its default pace, keeps its 30 s
 (`auto_materialize.minimum_interval_seconds` in deploy/dagster.yaml).
@@ -39,28 +39,24 @@ def backfill_interval_s(env: Mapping[str, str] = os.environ) -> int:
 def set_backfill_interval(seconds: int) -> None:
     """PRIVATE in 1.13: `execute_backfill_iteration_loop` reads `dagster._daemon.controller.
     DEFAULT_DAEMON_INTERVAL_SECONDS` when the daemon starts. Fails loudly if a Dagster upgrade moves it."""
-    import inspect
+    from kpi_platform.runtime import dagster_private
 
-    from dagster._daemon import backfill, controller
-
-    if "DEFAULT_DAEMON_INTERVAL_SECONDS" not in inspect.getsource(backfill.execute_backfill_iteration_loop):
-        raise RuntimeError(
-            "this Dagster version no longer paces the backfill daemon with DEFAULT_DAEMON_INTERVAL_SECONDS; "
-            "start the daemon with `dagster-daemon run` instead"
-        )
+    dagster_private.check_backfill_interval_hook()
+    _, controller = dagster_private.backfill_daemon_modules()
     controller.DEFAULT_DAEMON_INTERVAL_SECONDS = seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dagster._daemon.cli import cli
+    from kpi_platform.runtime import dagster_private
 
     try:
         seconds = backfill_interval_s()
     except ValueError as exc:
-        print(f"kpi_platform.daemon: {exc}", file=sys.stderr)
+        print(f"kpi_platform.runtime.daemon: {exc}", file=sys.stderr)
         return 2
+    dagster_private.check_dagster()
     set_backfill_interval(seconds)
-    cli.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="dagster-daemon")
+    dagster_private.daemon_cli().main(args=list(sys.argv[1:] if argv is None else argv), prog_name="dagster-daemon")
     return 0
 
 

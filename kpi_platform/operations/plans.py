@@ -9,10 +9,8 @@ from zoneinfo import ZoneInfo
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
+from kpi_platform.keys import ClientRange, client_day_key, contiguous, keys_of_range, parse_key
 from kpi_platform.quality.rules import required_day
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,7 @@ class CollectionRequest:
     def tags(self) -> dict[str, str]:
         """Range tags make one run over the whole range (the same way a single-run backfill does)."""
         return {
-            RANGE_START_TAG: f"{self.client_id}|{self.start.isoformat()}",
-            RANGE_END_TAG: f"{self.client_id}|{self.end.isoformat()}",
+            **ClientRange(self.client_id, self.start, self.end).tags(),
             settings.CLIENT_TAG: self.client_id,
             "kpi/reason": self.reason,
         }
@@ -131,21 +128,11 @@ class HealingPlan:
     deferred_ranges: int
 
 
-def _contiguous(days: list[date]) -> list[tuple[date, date]]:
-    ranges: list[tuple[date, date]] = []
-    for day in sorted(days):
-        if ranges and day == ranges[-1][1] + timedelta(days=1):
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
-
-
 def expected_keys(clients: Sequence[Client], *, today: date, horizon_days: int) -> list[str]:
     """`client|date` keys every active client should have over the horizon (the complete days before today)."""
     first = max(date.fromisoformat(settings.PARTITIONS_START_DATE), today - timedelta(days=horizon_days))
     days = [first + timedelta(days=i) for i in range((today - first).days)]
-    return [f"{c.id}|{d.isoformat()}" for c in clients if c.active for d in days]
+    return [client_day_key(c.id, d) for c in clients if c.active for d in days]
 
 
 def collection_due_day(client: Client, now_utc: datetime) -> date:
@@ -193,8 +180,8 @@ def prune_failures(
     starts = {c.id: healing_window(c, now_utc, horizon_days)[0] for c in clients if c.active}
     kept: dict[str, FailureMemory] = {}
     for key, memory in failures.items():
-        client_id, day = key.split("|")
-        in_window = client_id in starts and date.fromisoformat(day) >= starts[client_id]
+        client_id, day = parse_key(key)
+        in_window = client_id in starts and day >= starts[client_id]
         if in_window and statuses.get(key) != MATERIALIZED:
             kept[key] = memory
     return kept
@@ -234,9 +221,9 @@ def plan_gap_healing(
         if memory is not None and now_ts < memory.retry_at():
             cooling.append(key)
             continue
-        client_id, day = key.split("|")
-        todo.setdefault(client_id, []).append(date.fromisoformat(day))
-    ranges = [(client_id, start, end) for client_id, days in todo.items() for start, end in _contiguous(days)]
+        client_id, day = parse_key(key)
+        todo.setdefault(client_id, []).append(day)
+    ranges = [(client_id, start, end) for client_id, days in todo.items() for start, end in contiguous(days)]
     ranges.sort(key=lambda r: (r[2], r[0]), reverse=True)
     requests = tuple(
         CollectionRequest(
@@ -286,11 +273,11 @@ def failure_reports(failures: Mapping[str, FailureMemory], *, recorded: Iterable
         memory = failures.get(key)
         if memory is None or not memory.non_transient or memory.count < REPORT_AFTER_FAILURES:
             continue
-        client_id, day = key.split("|")
-        groups.setdefault((client_id, memory), []).append(date.fromisoformat(day))
+        client_id, day = parse_key(key)
+        groups.setdefault((client_id, memory), []).append(day)
     lines: list[str] = []
     for (client_id, memory), days in sorted(groups.items(), key=lambda g: (g[0][0], min(g[1]))):
-        spans = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in _contiguous(days))
+        spans = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in contiguous(days))
         if memory.given_up:
             then = "no longer requested: fix the cause, then backfill these days (README › Healing by hand)"
         else:
@@ -300,7 +287,3 @@ def failure_reports(failures: Mapping[str, FailureMemory], *, recorded: Iterable
             f"{memory.reason}"
         )
     return lines
-
-
-def keys_of_range(client_id: str, start: date, end: date) -> list[str]:
-    return [f"{client_id}|{(start + timedelta(days=i)).isoformat()}" for i in range((end - start).days + 1)]

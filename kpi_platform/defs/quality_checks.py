@@ -6,7 +6,8 @@ from typing import Any
 import dagster as dg
 
 from kpi_platform.clients import Client
-from kpi_platform.defs.assets import CLIENT_DAILY_KPIS, CLIENT_MONTHLY_SUMMARY
+from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
+from kpi_platform.defs.monthly import CLIENT_MONTHLY_SUMMARY
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.quality.rules import Severity
 from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks

@@ -4,8 +4,9 @@ dagster-postgres 0.29 opens a new PostgreSQL connection for every statement it r
 (`NullPool`), and PostgreSQL forks a backend for each. Creating one range run of a single-run backfill writes one
 "materialization planned" event per partition (365 for a year), each with two connections: measured on this
 2-core machine, 22 ms per event without a pool and 6 ms with one (`benchmarks/ui_backfill.py` shows what it does
-to a whole backfill). dagster-postgres has no setting for it, so these subclasses swap the engine for a pooled one
-after the storage is built; everything else is dagster-postgres's own code.
+to a whole backfill). dagster-postgres has no setting for it outside the webserver, so these subclasses call its
+public `optimize_for_webserver(...)` (the pool the webserver gets) after the storage is built, with no statement
+timeout; everything else is dagster-postgres's own code.
 
 The pool is per process (the webserver, the daemon, the code server, each run worker) and small: `pool_size`
 connections stay open, `max_overflow` more are opened while threads (the daemon's) need them at once. A
@@ -22,30 +23,38 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import DagsterEventType, EventLogEntry
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+from kpi_platform.runtime.dagster_private import (
+    ConfigurableClassData,
+    SqlEventLogStorageTable,
+    check_event_batch_hook,
+)
+
+# Fails at import (when the instance loads this storage) if dagster-postgres no longer has what the override uses.
+check_event_batch_hook()
 
 POOL_SIZE = 1
 POOL_MAX_OVERFLOW = 4
 POOL_RECYCLE_S = 300
 
 
+#: `SET statement_timeout = 0`: no limit, as dagster-postgres has outside the webserver.
+NO_STATEMENT_TIMEOUT = 0
+
+
 def pooled_engine(storage: Any) -> None:
-    """Replace `storage`'s NullPool engine by a pooled one on the same URL and credentials."""
-    old = storage._engine  # noqa: SLF001 - the one attribute dagster-postgres reads its engine from
-    storage._engine = create_pg_engine(  # noqa: SLF001
-        storage.postgres_url,
-        storage._token_provider,  # noqa: SLF001
-        isolation_level="AUTOCOMMIT",
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_MAX_OVERFLOW,
-        pool_recycle=POOL_RECYCLE_S,
+    """Give `storage` a pooled engine on the same URL and credentials, through dagster-postgres's public
+    `optimize_for_webserver` (pool size 1, the given recycle and overflow), without a statement timeout.
+
+    dagster-postgres sizes that pool at one connection, as `POOL_SIZE` does here; the NullPool engine it replaces
+    holds no connection, so nothing is left open."""
+    storage.optimize_for_webserver(
+        statement_timeout=NO_STATEMENT_TIMEOUT, pool_recycle=POOL_RECYCLE_S, max_overflow=POOL_MAX_OVERFLOW
     )
-    old.dispose()
 
 
 def _arguments(inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The `kpi-platform` command: quickstart, the local instance, export, health and the process supervisor."""

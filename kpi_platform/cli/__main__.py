@@ -1,0 +1,3 @@
+from kpi_platform.cli.command import main
+
+raise SystemExit(main())

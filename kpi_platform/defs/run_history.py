@@ -1,0 +1,159 @@
+"""Every fact this platform reads from Dagster's run, check and backfill history, in one place.
+
+Dagster's run history is the collection log: which client-days a run covered (its range tags), why it failed
+(its step failure), which checks last finished and how, which partitions a backfill still holds, and how many
+runs and backfills are in progress. Sensors, alerts and the health report read them through these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from kpi_platform.keys import ClientRange
+from kpi_platform.runtime.dagster_private import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+    BulkActionsFilter,
+    BulkActionStatus,
+)
+
+FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
+#: A run's update time comes from the process that wrote it, not from the reader's clock; reading an overlap
+#: again costs nothing (the keys are a set) and a run stored late is not missed.
+FAILED_RUNS_OVERLAP = timedelta(minutes=5)
+
+
+def run_range(run: dg.DagsterRun) -> ClientRange | None:
+    """The client × date range a collection run covered, from its range or partition tags; None for other runs."""
+    return ClientRange.from_tags(run.tags)
+
+
+def run_keys(run: dg.DagsterRun) -> list[str]:
+    """The client-day keys a collection run covered, from its range or partition tags."""
+    rng = run_range(run)
+    return rng.keys() if rng is not None else []
+
+
+def failure_reason(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
+    """(non_transient, reason) from the run's step failure.
+
+    Only a failure our asset marks `transient` in its Failure metadata (a Meta throttle, 5xx, timeout or an open
+    breaker, after the client's own retries) is transient. Everything else is non-transient: contract failures,
+    token and permission errors, and anything unknown (a bug, a database error, a run that died before its step),
+    which a retry every few minutes would not fix and would only hide.
+    """
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = record.dagster_event.step_failure_data
+        user = data.user_failure_data
+        transient = user.metadata.get("transient") if user is not None else None
+        if user is not None and user.description:
+            message = user.description
+        else:
+            # Dagster wraps an unexpected exception in "Error occurred while executing op"; the cause names it.
+            error = data.error
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = error.message if error is not None else ""
+        return not (transient is not None and bool(transient.value)), message.strip()
+    return True, "run failed before its step ran"
+
+
+def step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
+    """(error class, redacted message) of the run's step failure."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = record.dagster_event.step_failure_data
+        user = data.user_failure_data
+        if user is not None:
+            error = user.metadata.get("error")
+            return (str(error.value) if error is not None else "ContractViolation"), user.description or ""
+        return (data.error.cls_name if data.error else "Error"), (data.error.message if data.error else "")
+    return "RunFailure", "the run failed before its step ran"
+
+
+def failed_runs_since(instance: dg.DagsterInstance, since: datetime) -> list[dg.RunRecord]:
+    """Records of the runs that failed after `since`, oldest first."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since)
+    )
+    return sorted(records, key=lambda r: r.update_timestamp)
+
+
+def failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
+    """Client-days of the collection runs that failed after `since` (or a little before, see
+    `FAILED_RUNS_OVERLAP`)."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since - FAILED_RUNS_OVERLAP)
+    )
+    return [key for run in runs for key in run_keys(run)]
+
+
+@dataclass(frozen=True)
+class CheckResultRecord:
+    """The latest record of a check and the latest that finished (they differ while a run has only planned it)."""
+
+    latest: AssetCheckExecutionRecord | None
+    finished: AssetCheckExecutionRecord | None
+
+    @property
+    def latest_is_planned(self) -> bool:
+        return self.latest is not None and self.latest.status not in FINISHED_CHECK_STATUSES
+
+    @property
+    def passed(self) -> bool:
+        return self.finished is not None and self.finished.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+
+
+def check_result(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> CheckResultRecord:
+    """The check's latest record and its latest finished one. Creating a run records every check it covers as
+    PLANNED; until the run evaluates it (or forever, if the run fails first) the result before stands."""
+    record = instance.get_latest_asset_check_evaluation_record(key)
+    if record is None or record.status in FINISHED_CHECK_STATUSES:
+        return CheckResultRecord(record, record)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status=FINISHED_CHECK_STATUSES
+    )
+    return CheckResultRecord(record, history[0] if history else None)
+
+
+def latest_check_result(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> AssetCheckExecutionRecord | None:
+    """The check's latest finished record, None if it never finished."""
+    return check_result(instance, key).finished
+
+
+def backfill_reserved_keys(instance: dg.DagsterInstance, asset_key: dg.AssetKey) -> set[str]:
+    """Keys targeted by asset backfills still in progress: their runs may not exist yet, so they are not
+    IN_PROGRESS, but requesting them again would duplicate the backfill's work."""
+    reserved: set[str] = set()
+    for backfill in instance.get_backfills(status=BulkActionStatus.REQUESTED):
+        data = backfill.asset_backfill_data
+        if data is None:
+            continue
+        subset = data.target_subset.partitions_subsets_by_asset_key.get(asset_key)
+        if subset is not None:
+            reserved.update(str(k) for k in subset.get_partition_keys())
+    return reserved
+
+
+def count_runs(instance: dg.DagsterInstance, statuses: Sequence[str], *, exclude_run_id: str | None = None) -> int:
+    """Runs in any of `statuses` (DagsterRunStatus values), not counting `exclude_run_id` (the caller's own run)."""
+    n = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus(s) for s in statuses]))
+    own = instance.get_run_by_id(exclude_run_id) if exclude_run_id else None
+    return n - 1 if own is not None and own.status.value in statuses else n
+
+
+def backfills_in(instance: dg.DagsterInstance, statuses: Sequence[str]) -> list:
+    """Backfills whose status is one of `statuses` (BulkActionStatus values)."""
+    return list(
+        instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus(s) for s in statuses]))
+    )
+
+
+def oldest_queued_run(instance: dg.DagsterInstance) -> tuple[int, dg.RunRecord | None]:
+    """(queued runs, the record of the one queued longest)."""
+    queued = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])
+    oldest = instance.get_run_records(queued, limit=1, order_by="create_timestamp", ascending=True)
+    return instance.get_runs_count(queued), (oldest[0] if oldest else None)

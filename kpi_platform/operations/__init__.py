@@ -1,0 +1,1 @@
+"""Operating the platform: scheduling plans, alerts and the facts behind them, the health report."""

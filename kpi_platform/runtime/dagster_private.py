@@ -1,0 +1,137 @@
+"""Every private Dagster name this project uses, behind one door, with the guard that fails loudly on an upgrade.
+
+Dagster 1.13 leaves a few things this platform needs without a public API: which partitions a backfill not yet
+launched will cover, whether a check record is still only planned, how the code server starts run workers, how
+often the backfill daemon looks for work, and how dagster-postgres writes a batch of events. Each is imported here
+and nowhere else (the test suite's own instance fixtures aside), so an upgrade has one file to read.
+
+`check_dagster()` runs when a production process starts (code server, daemon, pooled storage): a Dagster version
+other than `PINNED_DAGSTER_VERSION`, or one of these names missing, stops the process with the name and the
+fallback, instead of letting a renamed hook silently change behaviour. The pooled-vs-stock storage test
+(`kpi_platform_tests/runtime/test_pg_storage.py::test_pooled_storage_matches_stock_storage_upgrade_gate`) is
+the upgrade gate for the event-log override.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from types import ModuleType
+
+import dagster
+
+# PRIVATE in 1.13: which partitions a not-yet-launched backfill will cover, and the backfill filters.
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+# PRIVATE in 1.13: check records and their status (a PLANNED record has no result yet).
+from dagster._core.storage.asset_check_execution_record import (
+    AssetCheckExecutionRecord,
+    AssetCheckExecutionRecordStatus,
+)
+
+# PRIVATE in 1.13: the event-log table, for the pooled storage's batched INSERT of planned events.
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+
+# PRIVATE in 1.13: how a configurable class (the storage) receives its config.
+from dagster._serdes import ConfigurableClassData
+
+#: The Dagster release these names were read from (pyproject.toml pins the same one).
+PINNED_DAGSTER_VERSION = "1.13.27"
+
+__all__ = [
+    "AssetCheckExecutionRecord",
+    "AssetCheckExecutionRecordStatus",
+    "BulkActionStatus",
+    "BulkActionsFilter",
+    "ConfigurableClassData",
+    "PINNED_DAGSTER_VERSION",
+    "SqlEventLogStorageTable",
+    "check_dagster",
+    "daemon_cli",
+    "dagster_cli",
+    "grpc_server_module",
+    "backfill_daemon_modules",
+]
+
+
+class DagsterUpgradeError(RuntimeError):
+    """A private Dagster name this project relies on is gone or changed meaning."""
+
+
+def grpc_server_module() -> ModuleType:
+    """`dagster._grpc.server`: the code server's gRPC API server (run worker start, child server command)."""
+    return importlib.import_module("dagster._grpc.server")
+
+
+def backfill_daemon_modules() -> tuple[ModuleType, ModuleType]:
+    """(`dagster._daemon.backfill`, `dagster._daemon.controller`): the backfill loop and the interval it reads."""
+    return importlib.import_module("dagster._daemon.backfill"), importlib.import_module("dagster._daemon.controller")
+
+
+def dagster_cli():  # noqa: ANN201 - a click group
+    """The `dagster` command's click group."""
+    return importlib.import_module("dagster._cli").cli
+
+
+def daemon_cli():  # noqa: ANN201 - a click group
+    """The `dagster-daemon` command's click group."""
+    return importlib.import_module("dagster._daemon.cli").cli
+
+
+def _require(condition: bool, what: str, fallback: str) -> None:
+    if not condition:
+        raise DagsterUpgradeError(f"Dagster {dagster.__version__}: {what}; {fallback}")
+
+
+def check_forkserver_hook(server_module: object | None = None) -> None:
+    """The code server's hook: `DagsterApiServer` starts run workers from `self._mp_ctx`."""
+    server = server_module if server_module is not None else grpc_server_module()
+    api_server = server.DagsterApiServer  # type: ignore[attr-defined]
+    sources = inspect.getsource(api_server.__init__) + inspect.getsource(api_server.StartRun)
+    _require(
+        "self._mp_ctx = " in sources and "self._mp_ctx.Process(" in sources,
+        "this Dagster version no longer starts run workers from DagsterApiServer._mp_ctx",
+        "start the code location with `dagster code-server start` instead",
+    )
+    _require(
+        hasattr(server, "get_python_environment_entry_point"),
+        "dagster._grpc.server.get_python_environment_entry_point is gone",
+        "start the code location with `dagster code-server start` instead",
+    )
+
+
+def check_backfill_interval_hook() -> None:
+    """The daemon's hook: the backfill loop paces itself with `DEFAULT_DAEMON_INTERVAL_SECONDS`."""
+    backfill, controller = backfill_daemon_modules()
+    _require(
+        "DEFAULT_DAEMON_INTERVAL_SECONDS" in inspect.getsource(backfill.execute_backfill_iteration_loop)
+        and hasattr(controller, "DEFAULT_DAEMON_INTERVAL_SECONDS"),
+        "this Dagster version no longer paces the backfill daemon with DEFAULT_DAEMON_INTERVAL_SECONDS",
+        "start the daemon with `dagster-daemon run` instead",
+    )
+
+
+def check_event_batch_hook() -> None:
+    """The pooled storage's override: dagster-postgres's event log still offers what `store_event_batch` uses."""
+    from dagster_postgres.event_log import PostgresEventLogStorage
+
+    for name in ("prepare_insert_event_batch", "index_transaction", "_store_asset_event_tags", "_store_asset_event",
+                 "_connect", "store_event_batch"):
+        _require(
+            hasattr(PostgresEventLogStorage, name),
+            f"PostgresEventLogStorage.{name} is gone",
+            "use dagster-postgres's own storage classes in dagster.yaml instead of kpi_platform.runtime.pg_storage",
+        )
+
+
+def check_dagster(*, strict_version: bool = True) -> None:
+    """Fail loudly at start if this Dagster is not the one the private names were read from."""
+    if strict_version:
+        _require(
+            dagster.__version__ == PINNED_DAGSTER_VERSION,
+            f"kpi_platform's production entry points were verified against Dagster {PINNED_DAGSTER_VERSION}",
+            "re-run the upgrade gate tests (kpi_platform_tests/runtime) and update PINNED_DAGSTER_VERSION",
+        )
+    check_forkserver_hook()
+    check_backfill_interval_hook()
+    check_event_batch_hook()
