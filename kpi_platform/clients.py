@@ -11,12 +11,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from kpi_platform import settings
+
+if TYPE_CHECKING:
+    from kpi_platform.warehouse import Warehouse
 
 CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 AD_ACCOUNT_RE = re.compile(r"^act_[0-9]{1,20}$")
@@ -267,3 +270,9 @@ def sync_clients_to_warehouse(
             rows.append({**kept, "active": False})
     result = warehouse.upsert_clients(rows)
     return len(result.added), len(result.updated), len(result.unchanged), vanished
+
+
+def registered_clients(warehouse: Warehouse, *, active_only: bool = True) -> list[Client]:
+    """The clients registered in the warehouse `clients` table (with their settings), active ones by default:
+    what schedules, sensors, checks and the health report work from."""
+    return [Client.from_row(row) for row in warehouse.list_clients(active_only=active_only)]

@@ -125,10 +125,6 @@ def build_daily_totals(
     return totals[list(DAILY_COLUMNS)]
 
 
-class CollectionError(RuntimeError):
-    """A collection could not complete; nothing of its range was written."""
-
-
 @dataclass(frozen=True)
 class PreparedRange:
     """One client × [start, end] fetched, parsed, validated and scored, not yet stored."""

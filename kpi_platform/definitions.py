@@ -22,7 +22,7 @@ from kpi_platform.defs.collection import (
     daily_collection_job,
     daily_collection_schedule,
 )
-from kpi_platform.defs.health import HEALTH_ASSETS, HEALTH_JOBS, HEALTH_SCHEDULES
+from kpi_platform.defs.health import HEALTH_JOBS, HEALTH_SCHEDULES, build_health_report_asset
 from kpi_platform.defs.monthly import (
     client_monthly_summary,
     kpi_automation_sensor,
@@ -55,9 +55,13 @@ def build_defs(
     gap_healing_sensor = build_gap_healing_sensor(
         minimum_interval_seconds=gap_healing_interval_s, horizon_days=healing_horizon_days
     )
+    assets = [client_daily_kpis, client_monthly_summary, *ACTIVITY_ASSETS]
+    asset_checks = [warehouse_checks, *ACTIVITY_CHECKS]
+    # The health report judges exactly the checks assembled here (in-asset ones included).
+    check_keys = [key for definition in (*assets, *asset_checks) for key in definition.check_keys]
     return dg.Definitions(
-        assets=[client_daily_kpis, client_monthly_summary, *HEALTH_ASSETS, *ACTIVITY_ASSETS],
-        asset_checks=[warehouse_checks, *ACTIVITY_CHECKS],
+        assets=[*assets, build_health_report_asset(check_keys)],
+        asset_checks=asset_checks,
         jobs=[daily_collection_job, monthly_summary_job, warehouse_checks_job, activity_snapshot_job, *HEALTH_JOBS],
         schedules=[
             daily_collection_schedule,

@@ -109,8 +109,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from kpi_platform.warehouse.export import WarehouseNotReadyError, export, open_warehouse
+    from kpi_platform.warehouse.export import export
     from kpi_platform.warehouse.queries import InvalidQueryError
+    from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
 
     buffer = io.StringIO()
     try:
@@ -161,9 +162,9 @@ def _cmd_health(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from kpi_platform.cli.local import ensure_dagster_home
-    from kpi_platform.defs.health import code_location_check_keys
+    from kpi_platform.defs.health import catalogue_check_keys
     from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
-    from kpi_platform.warehouse.export import WarehouseNotReadyError, open_warehouse
+    from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
 
     now = datetime.now(UTC)
     header = ""
@@ -188,7 +189,7 @@ def _cmd_health(args: argparse.Namespace) -> int:
                         instance=instance,
                         clients=clients_from_warehouse(warehouse),
                         now_utc=now,
-                        check_keys=code_location_check_keys(),
+                        check_keys=catalogue_check_keys(),
                     )
         finally:
             warehouse.dispose()

@@ -11,10 +11,13 @@ from kpi_platform.activity.snapshot import describe_days, missing_metrics, snaps
 from kpi_platform.activity.source import AppDatabaseError
 from kpi_platform.defs.partitions import daily_partitions
 from kpi_platform.defs.resources import AppDatabaseResource, WarehouseResource
+from kpi_platform.operations import check_catalogue
 from kpi_platform.warehouse import Warehouse
 from kpi_platform.warehouse.store import describe_replacements
 
-DAILY_ACTIVITY_SNAPSHOT = dg.AssetKey(["platform", "daily_activity_snapshot"])
+DAILY_ACTIVITY_SNAPSHOT = dg.AssetKey(list(check_catalogue.ACTIVITY_SNAPSHOT_ASSET))
+ALL_METRICS_PRESENT = "daily_activity_snapshot__all_metrics_present"
+TOTALS_MATCH_CREATED = "daily_activity_snapshot__totals_match_created"
 #: Days listed in check metadata at most; the counts always cover every day.
 MAX_LISTED_DAYS = 100
 
@@ -99,10 +102,9 @@ def _check_window(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
 
 @dg.asset_check(
     asset=DAILY_ACTIVITY_SNAPSHOT,
-    name="daily_activity_snapshot__all_metrics_present",
+    name=ALL_METRICS_PRESENT,
     blocking=True,
-    description="Every day of the run's range (or, run alone, every day from the first to the last stored one) has "
-    "all five platform metrics stored. Lists the incomplete days and their missing metrics.",
+    description=check_catalogue.entry(ALL_METRICS_PRESENT).description,  # type: ignore[union-attr]
 )
 def all_metrics_present(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
@@ -133,11 +135,9 @@ def all_metrics_present(
 
 @dg.asset_check(
     asset=DAILY_ACTIVITY_SNAPSHOT,
-    name="daily_activity_snapshot__totals_match_created",
+    name=TOTALS_MATCH_CREATED,
     blocking=False,
-    description="For posts and comments, total(d) − total(d−1) equals created(d). A difference means rows created "
-    "before d were deleted between the two snapshots; the day's deletions are in the metadata. WARN: deletions "
-    "are normal, the check makes them visible.",
+    description=check_catalogue.entry(TOTALS_MATCH_CREATED).description,  # type: ignore[union-attr]
 )
 def totals_match_created(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource

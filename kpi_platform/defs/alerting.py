@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from kpi_platform import settings
-from kpi_platform.clients import Client
+from kpi_platform.clients import registered_clients
 from kpi_platform.defs import run_history
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
@@ -85,7 +85,7 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     checks = notifier.sync(check_alerts(_check_facts(context)), CHECK_PREFIX)
     breakers = notifier.sync(breaker_alerts(BreakerGuard(wh).list_breakers()), BREAKER_ALERT_PREFIX)
 
-    clients = [Client.from_row(row) for row in wh.list_clients(active_only=True)]
+    clients = registered_clients(wh)
     keys = expected_keys(clients, today=now.date(), horizon_days=settings.HEALING_HORIZON_DAYS)
     # None until the asset has its first event on this instance.
     by_partition = (

@@ -7,7 +7,14 @@ from datetime import UTC, date, datetime
 import dagster as dg
 
 from kpi_platform import settings
-from kpi_platform.clients import Client, file_fingerprint, load_clients, plan_sync, sync_clients_to_warehouse
+from kpi_platform.clients import (
+    Client,
+    file_fingerprint,
+    load_clients,
+    plan_sync,
+    registered_clients,
+    sync_clients_to_warehouse,
+)
 from kpi_platform.collect import CollectionResult, PreparedRange, prepare_range, store_range
 from kpi_platform.defs import run_history
 from kpi_platform.defs.partitions import client_daily_partitions, clients_partitions
@@ -15,6 +22,7 @@ from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
 from kpi_platform.keys import client_ranges
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.errors import MetaApiError
+from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.plans import (
     GIVE_UP_AFTER_FAILURES,
     TRANSIENT_COOLDOWN_S,
@@ -29,9 +37,9 @@ from kpi_platform.operations.plans import (
 from kpi_platform.quality.schemas import ContractViolation
 from kpi_platform.warehouse import Warehouse
 
-CLIENT_DAILY_KPIS = dg.AssetKey(["meta_ads", "client_daily_kpis"])
+CLIENT_DAILY_KPIS = dg.AssetKey(list(check_catalogue.DAILY_KPIS_ASSET))
 #: In-asset, blocking: everything fetched for the run's range meets the pandera contract before it is stored.
-CONTRACT_CHECK = "rows_meet_contract"
+CONTRACT_CHECK = check_catalogue.CONTRACT_CHECK
 
 
 class UnknownClientError(RuntimeError):
@@ -104,9 +112,7 @@ def violation_metadata(
             CONTRACT_CHECK,
             asset=CLIENT_DAILY_KPIS,
             blocking=True,
-            description="Everything fetched for the run's client × date range meets the pandera contract "
-            "(types, non-negative counts, clicks ≤ impressions, CTR/CPC consistent, dates in range, unique keys, "
-            "the client's currency, campaigns summing to the day totals). A failure stores nothing and fails the run.",
+            description=check_catalogue.entry(CONTRACT_CHECK).description,  # type: ignore[union-attr]
         )
     ],
 )
@@ -202,7 +208,7 @@ daily_collection_job = dg.define_asset_job(
     "re-pulling its lookback window (default 28 days: Meta restates conversions that long) as one run.",
 )
 def daily_collection_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
-    clients = [Client.from_row(row) for row in warehouse.get_warehouse().list_clients(active_only=True)]
+    clients = registered_clients(warehouse.get_warehouse())
     plans = plan_daily_collection(clients, context.scheduled_execution_time)
     if not plans:
         return dg.SkipReason("no active client is at its collection hour")
@@ -287,7 +293,7 @@ def _heal_gaps(
             )
             recorded.update(keys_failed)
 
-    clients = [Client.from_row(row) for row in warehouse.get_warehouse().list_clients(active_only=True)]
+    clients = registered_clients(warehouse.get_warehouse())
     keys = healing_keys(clients, now_utc=now_utc, horizon_days=horizon_days)
     # None until the asset has its first event on this instance (a fresh deployment): every key is missing.
     by_partition = context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}

@@ -9,9 +9,10 @@ from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_monthly_partitions, daily_to_monthly
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.keys import client_day_key, parse_key
+from kpi_platform.operations import check_catalogue
 from kpi_platform.summaries import build_monthly_summary, months_due_final
 
-CLIENT_MONTHLY_SUMMARY = dg.AssetKey(["kpi", "client_monthly_summary"])
+CLIENT_MONTHLY_SUMMARY = dg.AssetKey(list(check_catalogue.MONTHLY_SUMMARY_ASSET))
 
 
 def _month_keys(partition_keys: list[str]) -> list[tuple[str, date]]:

@@ -5,56 +5,18 @@ from typing import Any
 
 import dagster as dg
 
-from kpi_platform.clients import Client
+from kpi_platform.clients import registered_clients
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.monthly import CLIENT_MONTHLY_SUMMARY
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.quality.rules import Severity
+from kpi_platform.operations import check_catalogue
+from kpi_platform.quality.rules import CheckSeverity
 from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks
 
 _ASSETS = {"daily": CLIENT_DAILY_KPIS, "monthly": CLIENT_MONTHLY_SUMMARY}
 WAREHOUSE_CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        "completeness_meets_target",
-        asset=CLIENT_DAILY_KPIS,
-        description="Share of client-days present over each client's last 7 and 30 due days (a day is due "
-        "from the client's freshness deadline hour, local time) meets its target (default 99.5 %); idle days "
-        "count as present. Lists the target and missing dates per client.",
-    ),
-    dg.AssetCheckSpec(
-        "no_split_days",
-        asset=CLIENT_DAILY_KPIS,
-        description="No day with spend but no conversions for a client that normally converts, and no "
-        "conversions without spend (the old system's silent failure).",
-    ),
-    dg.AssetCheckSpec(
-        "quality_score_acceptable",
-        asset=CLIENT_DAILY_KPIS,
-        description="Average quality score (0-100 per client-day: CTR, CPC, spend and clicks within the "
-        "client's thresholds) over the last 30 days is at least 75 for every client.",
-    ),
-    dg.AssetCheckSpec(
-        "no_anomalies",
-        asset=CLIENT_DAILY_KPIS,
-        description="Spend, clicks and conversions within 3σ of the client's trailing 14-day mean.",
-    ),
-    dg.AssetCheckSpec(
-        "campaigns_reconcile_to_totals",
-        asset=CLIENT_DAILY_KPIS,
-        description="Campaign rows sum to the client-day totals (last 30 days).",
-    ),
-    dg.AssetCheckSpec(
-        "fresh_per_client",
-        asset=CLIENT_DAILY_KPIS,
-        description="Every active client has yesterday's data (client's local time) by its deadline hour "
-        "(`freshness_deadline_hour`, default 09:00 local). Partition-aware per client, which Dagster's built-in "
-        "checks are not for date × client.",
-    ),
-    dg.AssetCheckSpec(
-        "months_equal_sum_of_days",
-        asset=CLIENT_MONTHLY_SUMMARY,
-        description="Each monthly summary equals the sum of its client-day rows.",
-    ),
+    dg.AssetCheckSpec(entry.name, asset=dg.AssetKey(list(entry.asset)), description=entry.description)
+    for entry in check_catalogue.warehouse_wide()
 ]
 
 
@@ -86,7 +48,7 @@ def to_metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
 def warehouse_checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get_warehouse()
     # The warehouse rows carry each client's settings, its freshness deadline hour among them.
-    clients = [Client.from_row(row) for row in wh.list_clients(active_only=True)]
+    clients = registered_clients(wh)
     selected = {key.name for key in context.selected_asset_check_keys}
     for outcome in evaluate_warehouse_checks(warehouse=wh, clients=clients, now_utc=datetime.now(UTC)):
         if outcome.name not in selected:
@@ -96,7 +58,7 @@ def warehouse_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehous
             check_name=outcome.name,
             passed=outcome.passed,
             severity=dg.AssetCheckSeverity.ERROR
-            if outcome.severity == Severity.ERROR
+            if outcome.severity == CheckSeverity.ERROR
             else dg.AssetCheckSeverity.WARN,
             metadata=to_metadata(outcome.metadata),
         )

@@ -11,39 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.alerts import RUNBOOK, Alert, Severity
 from kpi_platform.operations.plans import FAILED, MATERIALIZED
 
 COLLECTION_PREFIX = "collection_failed:"
 TOKEN_PREFIX = "token_invalid:"
 CHECK_PREFIX = "check:"
-
-#: Alert severity per asset check: wrong data is HIGH, late or incomplete data MEDIUM, anomalies LOW.
-CHECK_SEVERITY: dict[str, Severity] = {
-    "rows_meet_contract": Severity.HIGH,
-    "no_split_days": Severity.HIGH,
-    "campaigns_reconcile_to_totals": Severity.HIGH,
-    "months_equal_sum_of_days": Severity.HIGH,
-    "completeness_meets_target": Severity.MEDIUM,
-    "fresh_per_client": Severity.MEDIUM,
-    "quality_score_acceptable": Severity.MEDIUM,
-    "no_anomalies": Severity.LOW,
-}
-CHECK_ADVICE: dict[str, str] = {
-    "rows_meet_contract": "Nothing was stored for the refused range. Look at the failed rules and sample in the check "
-    "result; if Meta's data is right and our contract is wrong, fix the contract; the gap-healing sensor retries.",
-    "no_split_days": "Spend without conversions usually means conversions were not fetched. Re-collect the days "
-    "(backfill the partitions) and compare with Ads Manager.",
-    "campaigns_reconcile_to_totals": "Campaign rows and day totals disagree: re-collect the days named.",
-    "months_equal_sum_of_days": "A monthly summary is stale: re-materialize the month named.",
-    "completeness_meets_target": "Days are missing: the gap-healing sensor requests them; if they stay missing, "
-    "backfill the missing partitions from the UI.",
-    "fresh_per_client": "Yesterday's data is late: check the daily collection schedule, the run queue and failed runs.",
-    "quality_score_acceptable": "CTR, CPC, spend or clicks are outside the client's thresholds: review the days "
-    "named and the thresholds in clients.yaml.",
-    "no_anomalies": "A value is more than 3σ from its 14-day mean: check it against Ads Manager.",
-}
-
 
 @dataclass(frozen=True)
 class CheckFact:
@@ -72,14 +46,14 @@ def check_alerts(facts: Iterable[CheckFact]) -> list[Alert]:
     for fact in facts:
         if fact.passed:
             continue
-        severity = CHECK_SEVERITY.get(fact.name, Severity.MEDIUM)
+        severity = check_catalogue.alert_severity(fact.name)
         meta = fact.metadata
         summary = meta.get("summary") or f"{meta.get('n_culprits', '?')} culprit(s)"
         body = "\n".join(
             [
                 f"Check {fact.name} on {fact.asset} failed: {summary}",
                 *_culprit_lines(meta),
-                f"What to do: {CHECK_ADVICE.get(fact.name, 'see the check result in the Dagster UI.')}",
+                f"What to do: {check_catalogue.advice(fact.name)}",
                 f"See {RUNBOOK} › Alerts.",
             ]
         )

@@ -1,6 +1,6 @@
 """Data-quality rules over KPI frames as pure functions, each returning a frozen result with its culprits.
 
-Every result has `.passed`, `.severity` (`Severity.ERROR` for a broken contract, `Severity.WARN` for something
+Every result has `.passed`, `.severity` (`CheckSeverity.ERROR` for a broken contract, `CheckSeverity.WARN` for something
 a person should look at), `.culprits` (dicts naming `client_id`, `kpi_date` as an ISO string, `rule`, `observed`
 and `expected`, plus rule-specific numbers) and `.metadata()`, a dict of plain JSON values whose top-level numbers
 are int or float so they can be plotted. Frames follow the column names of the warehouse tables; `kpi_date` may
@@ -29,7 +29,7 @@ METADATA_CULPRITS = 20
 METADATA_MISSING_DATES = 31
 
 
-class Severity(StrEnum):
+class CheckSeverity(StrEnum):
     """How bad a failed rule is; the orchestration layer maps it to its own severity type."""
 
     ERROR = "ERROR"
@@ -94,7 +94,7 @@ class RuleResult:
     """What every rule returns; subclasses add the rule's own numbers."""
 
     passed: bool
-    severity: Severity
+    severity: CheckSeverity
     culprits: list[dict[str, Any]]
 
     def metadata(self) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def completeness(
     `clients` are ignored. A client's windows end on its `window_end` day (its `required_day` in its own
     timezone), or the day before `today` when it has none, and start no earlier than its `first_day`, if
     given; a window with no expected day is 100 %. Passes when every client meets its target in every window.
-    Severity ERROR. Culprits: one per client × window below target, `kpi_date` being the earliest missing day.
+    CheckSeverity ERROR. Culprits: one per client × window below target, `kpi_date` being the earliest missing day.
     """
     windows = tuple(sorted({int(n) for n in windows}))
     today = _as_date(today)
@@ -246,7 +246,7 @@ def completeness(
                 )
     return CompletenessResult(
         passed=not culprits,
-        severity=Severity.ERROR,
+        severity=CheckSeverity.ERROR,
         culprits=culprits,
         today=today,
         windows=windows,
@@ -290,7 +290,7 @@ def split_days(
     unit of spend on its converting days; `expected`). With a Poisson count, 5 expected conversions leave a
     0.7 % chance of a genuine zero, so a small-spend day without conversions is not flagged, while a normal
     day saved without its conversions is. A day with conversions but zero spend is always a culprit
-    (`expected` 0). Conversions are the count columns (settings.CONVERSION_COUNT_COLUMNS). Severity ERROR.
+    (`expected` 0). Conversions are the count columns (settings.CONVERSION_COUNT_COLUMNS). CheckSeverity ERROR.
     """
     days = days.reset_index(drop=True)  # label lookups below must not meet a duplicated index
     conversions = conversion_counts(days)
@@ -340,7 +340,7 @@ def split_days(
     culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or ""))
     return SplitResult(
         passed=not culprits,
-        severity=Severity.ERROR,
+        severity=CheckSeverity.ERROR,
         culprits=culprits,
         days_checked=len(days),
         spend_without_conversions=int(no_conversions.sum()),
@@ -482,7 +482,7 @@ def anomalies(
     The history of a day is the client's rows of the `window` calendar days before it (the day itself
     excluded); a day with fewer than `min_history` such rows is not judged. A history without spread
     (std 0, e.g. a fixed budget or a client that never converts) has nothing to measure against, so its
-    days are not flagged. Culprits carry observed, mean (= expected), std and z. Severity WARN.
+    days are not flagged. Culprits carry observed, mean (= expected), std and z. CheckSeverity WARN.
     """
     work = pd.DataFrame(
         {
@@ -531,7 +531,7 @@ def anomalies(
     culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"], c["rule"]))
     return AnomalyResult(
         passed=not culprits,
-        severity=Severity.WARN,
+        severity=CheckSeverity.WARN,
         culprits=culprits,
         days_checked=int((~np.isnan(mean[:, 0])).sum()) if len(work) else 0,
         window=window,
@@ -602,7 +602,7 @@ def reconcile_campaigns(
     Also compares `campaign_count` with the distinct campaigns when `days` has it. A client-day without
     campaign rows is expected to be all zeros (an idle day); campaign rows without a client-day row give a
     culprit with column "row" (observed 0 rows, expected 1). Money may differ by `money_tolerance`, counts
-    not at all. Severity ERROR.
+    not at all. CheckSeverity ERROR.
     """
     columns = [c for c in settings.SUM_COLUMNS if c in campaigns.columns and c in days.columns]
     key = ["client_id", "kpi_date"]
@@ -638,7 +638,7 @@ def reconcile_campaigns(
     culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or "", c["column"]))
     return ReconciliationResult(
         passed=not culprits,
-        severity=Severity.ERROR,
+        severity=CheckSeverity.ERROR,
         culprits=culprits,
         rows_checked=len(merged),
         mismatches_by_column={"row": int(only_campaigns.sum()), **counts},
@@ -653,7 +653,7 @@ def reconcile_months(
 
     Compares the additive columns and, when `months` has them, `days_present` (rows in the month) and
     `idle_days` (rows with delivery 'idle'). A month without any day in `days` is expected to be all zeros.
-    Culprits name the month's first day as `kpi_date`. Severity ERROR.
+    Culprits name the month's first day as `kpi_date`. CheckSeverity ERROR.
     """
     key = ["client_id", "month"]
     day_dates = _as_datetime(days["kpi_date"])
@@ -676,7 +676,7 @@ def reconcile_months(
     culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"] or "", c["column"]))
     return ReconciliationResult(
         passed=not culprits,
-        severity=Severity.ERROR,
+        severity=CheckSeverity.ERROR,
         culprits=culprits,
         rows_checked=len(merged),
         mismatches_by_column=counts,
@@ -736,7 +736,7 @@ def freshness(
     before it the day before yesterday is enough. The deadline hour is the client's entry in
     `deadline_hour_by_client`, else `deadline_hour`. A late client's culprit has `observed` = its last day
     (None if it has none), `expected` = the required day, `hours_late` since its oldest missing day fell due,
-    `days_behind` and its `deadline_hour`. Clients not in `active_clients` are ignored. Severity WARN, as
+    `days_behind` and its `deadline_hour`. Clients not in `active_clients` are ignored. CheckSeverity WARN, as
     Dagster's own freshness checks: late data is a delay to act on, not a broken contract.
     """
     active = sorted(set(active_clients))
@@ -769,7 +769,7 @@ def freshness(
         )
     return FreshnessResult(
         passed=not culprits,
-        severity=Severity.WARN,
+        severity=CheckSeverity.WARN,
         culprits=culprits,
         clients_checked=len(active),
         late_clients=tuple(c["client_id"] for c in culprits),

@@ -17,7 +17,7 @@ import pandas as pd
 
 from kpi_platform.clients import Client
 from kpi_platform.quality import rules
-from kpi_platform.quality.rules import Severity
+from kpi_platform.quality.rules import CheckSeverity
 from kpi_platform.warehouse import Warehouse
 
 #: Days read for the trailing checks: 30 days of completeness plus 14 days of anomaly history.
@@ -35,7 +35,7 @@ class CheckOutcome:
     name: str
     asset: str
     passed: bool
-    severity: Severity
+    severity: CheckSeverity
     metadata: dict[str, Any]
 
 
@@ -98,7 +98,7 @@ def evaluate_warehouse_checks(
             "quality_score_acceptable",
             "daily",
             passed=not low,
-            severity=Severity.WARN,
+            severity=CheckSeverity.WARN,
             metadata={
                 **summary,
                 "expected_min_score": QUALITY_SCORE_MIN,

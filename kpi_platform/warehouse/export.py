@@ -6,21 +6,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any, TextIO
-
-import sqlalchemy as sa
 
 from kpi_platform.warehouse import Warehouse
 from kpi_platform.warehouse.queries import InvalidQueryError, QueryResult, query_activity, query_kpis
-from kpi_platform.warehouse.store import head_revision
 
 EXPORT_KINDS: tuple[str, ...] = ("kpis", "activity")
 FORMATS: tuple[str, ...] = ("csv", "json")
-
-
-class WarehouseNotReadyError(RuntimeError):
-    """The warehouse to export from does not exist or is not migrated to this version's schema."""
 
 
 @dataclass(frozen=True)
@@ -32,39 +24,6 @@ class ExportSummary:
     rows: int
     gap_ranges: int
     days_missing: int
-
-
-def open_warehouse(url: str) -> Warehouse:
-    """The warehouse at `url`, for reading: never created or migrated here.
-
-    Raises WarehouseNotReadyError when an SQLite file is missing, the server cannot be reached, or the schema
-    is not at the packaged head revision (the message names the fix).
-    """
-    parsed = sa.make_url(url)
-    display = parsed.render_as_string(hide_password=True)
-    database = parsed.database or ""
-    if (
-        parsed.drivername.startswith("sqlite")
-        and database not in ("", ":memory:")
-        and not Path(database).exists()
-    ):
-        raise WarehouseNotReadyError(
-            f"no warehouse at {database}; run `kpi-platform quickstart`, or set KPI_WAREHOUSE_URL"
-        )
-    warehouse = Warehouse(url)
-    try:
-        revision = warehouse.current_revision()
-    except sa.exc.SQLAlchemyError as exc:
-        warehouse.dispose()
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise WarehouseNotReadyError(f"cannot read the warehouse at {display}: {reason}") from None
-    if revision != head_revision():
-        warehouse.dispose()
-        raise WarehouseNotReadyError(
-            f"the warehouse at {display} is at migration {revision or 'none'}, this version needs "
-            f"{head_revision()}; run `kpi-platform migrate`"
-        )
-    return warehouse
 
 
 def run_query(

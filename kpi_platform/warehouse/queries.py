@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.warehouse import schema
+from kpi_platform.warehouse.readiness import open_warehouse
 from kpi_platform.warehouse.store import Warehouse
 
 GRAINS: tuple[str, ...] = ("daily", "weekly", "monthly")
@@ -101,8 +102,6 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def open_reader() -> Warehouse:
     """The warehouse for queries, as the analysts' read-only role: KPI_WAREHOUSE_READER_URL (KPI_WAREHOUSE_URL
     when unset), checked to exist and to be migrated, never created or changed. Dispose of it when done."""
-    from kpi_platform.warehouse.export import open_warehouse  # export builds on this module
-
     return open_warehouse(settings.warehouse_reader_url())
 
 

@@ -6,23 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from kpi_platform.defs.health import (
-    HEALTH_ASSETS,
-    HEALTH_JOBS,
-    HEALTH_REPORT,
-    HEALTH_SCHEDULES,
-    health_report_schedule,
-)
+from kpi_platform.defs.health import HEALTH_REPORT, health_report_schedule
 from kpi_platform.warehouse import schema
 from kpi_platform_tests.test_health import beat
 
 
 def defs_with_health(platform) -> dg.Definitions:
-    """The code location plus the health objects, as definitions.py wires them."""
-    return dg.Definitions.merge(
-        platform.defs(),
-        dg.Definitions(assets=HEALTH_ASSETS, jobs=HEALTH_JOBS, schedules=HEALTH_SCHEDULES),
-    )
+    """The code location: `build_defs` wires the health objects, built from the checks it assembled."""
+    return platform.defs()
 
 
 def materialize_report(platform) -> dict[str, object]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from kpi_platform.quality.rules import (
-    Severity,
+    CheckSeverity,
     Thresholds,
     anomalies,
     completeness,
@@ -83,7 +83,7 @@ def test_completeness_names_the_client_and_its_missing_days():
         clients={"a": 0.995, "b": 0.995, "never_collected": 0.5},
         today=TODAY,
     )
-    assert not result.passed and result.severity is Severity.ERROR
+    assert not result.passed and result.severity is CheckSeverity.ERROR
     by_key = {(c["client_id"], c["rule"]): c for c in result.culprits}
     assert set(by_key) == {
         ("b", "completeness_7d"),
@@ -170,7 +170,7 @@ def test_split_days_flags_spend_without_conversions_only_for_converting_clients(
     rows.append(day("brand", date(2025, 3, 6), leads=1))
     rows.append(idle("conv", date(2025, 3, 7)))
     result = split_days(days_frame(rows))
-    assert not result.passed and result.severity is Severity.ERROR
+    assert not result.passed and result.severity is CheckSeverity.ERROR
     assert result.culprits == [
         {
             "client_id": "conv",
@@ -261,7 +261,7 @@ def test_a_spike_far_from_the_trailing_window_is_an_anomaly():
     rows = history("a", 20) + history("calm", 21)
     rows.append(day("a", date(2025, 1, 21), spend=400.0, clicks=200, leads=4))
     result = anomalies(days_frame(rows))
-    assert not result.passed and result.severity is Severity.WARN
+    assert not result.passed and result.severity is CheckSeverity.WARN
     [hit] = result.culprits
     assert (hit["client_id"], hit["kpi_date"], hit["rule"], hit["observed"]) == (
         "a",
@@ -370,7 +370,7 @@ def test_reconciliation_names_the_day_column_and_both_numbers():
     days.loc[2, "impressions"] = 7  # an idle day must be all zeros
     campaigns = pd.concat([campaign_rows(), campaign_rows().iloc[[2]].assign(kpi_date=date(2025, 3, 4))])
     result = reconcile_campaigns(campaigns, days)
-    assert not result.passed and result.severity is Severity.ERROR
+    assert not result.passed and result.severity is CheckSeverity.ERROR
     got = [(c["kpi_date"], c["column"], c["observed"], c["expected"]) for c in result.culprits]
     assert got == [
         ("2025-03-02", "clicks", 11.0, 10.0),
@@ -410,7 +410,7 @@ def test_monthly_rows_equal_the_sum_of_their_days():
         ("2025-02-01", "days_present", 27.0, 28.0),
         ("2025-02-01", "spend", 280.0, 270.0),
     ]
-    assert result.severity is Severity.ERROR
+    assert result.severity is CheckSeverity.ERROR
 
 
 # --- freshness --------------------------------------------------------------------------------------------------
@@ -426,7 +426,7 @@ def test_before_the_deadline_the_day_before_yesterday_is_enough():
         active_clients=["a"],
         now_by_client={"a": datetime(2025, 4, 2, 9, 0, tzinfo=WARSAW)},
     )
-    assert not late.passed and late.severity is Severity.WARN
+    assert not late.passed and late.severity is CheckSeverity.WARN
     assert late.culprits == [
         {
             "client_id": "a",

@@ -15,7 +15,7 @@ from kpi_platform import settings
 from kpi_platform.clients import Client, ClientSettings
 from kpi_platform.collect import build_daily_totals, client_thresholds, date_range
 from kpi_platform.meta.parse import CAMPAIGN_COLUMNS
-from kpi_platform.quality.rules import Severity, quality_scores
+from kpi_platform.quality.rules import CheckSeverity, quality_scores
 from kpi_platform.quality.warehouse_checks import (
     CheckOutcome,
     client_required_day,
@@ -145,7 +145,7 @@ def evaluate(warehouse: Warehouse, now_utc: datetime, clients=CLIENTS) -> dict[s
     return {o.name: o for o in outcomes}
 
 
-def failed(outcome: CheckOutcome, severity: Severity) -> list[dict]:
+def failed(outcome: CheckOutcome, severity: CheckSeverity) -> list[dict]:
     assert not outcome.passed, outcome.metadata
     assert outcome.severity is severity
     return outcome.metadata["culprits"]
@@ -189,7 +189,7 @@ def test_a_missing_day_fails_completeness_naming_the_client_the_date_and_its_tar
             conn.execute(sa.delete(table).where(table.c.client_id == NEW_YORK.id, table.c.kpi_date == gone))
 
     outcome = evaluate(warehouse, NIGHT)["completeness_meets_target"]
-    culprits = failed(outcome, Severity.ERROR)
+    culprits = failed(outcome, CheckSeverity.ERROR)
     assert {(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits} == {
         (NEW_YORK.id, "2025-03-20", "completeness_30d")
     }
@@ -220,12 +220,12 @@ def test_a_late_client_fails_freshness_warn_and_completeness_error_for_its_due_d
     fill(warehouse, NOON, short_by_days={WARSAW.id: 1})
 
     outcomes = evaluate(warehouse, NOON)
-    late = failed(outcomes["fresh_per_client"], Severity.WARN)
+    late = failed(outcomes["fresh_per_client"], CheckSeverity.WARN)
     assert [(c["client_id"], c["kpi_date"], c["observed"]) for c in late] == [
         (WARSAW.id, "2025-04-01", "2025-03-31")
     ]
     assert late[0]["hours_late"] == 5.0
-    missing = failed(outcomes["completeness_meets_target"], Severity.ERROR)
+    missing = failed(outcomes["completeness_meets_target"], CheckSeverity.ERROR)
     assert {(c["client_id"], c["kpi_date"]) for c in missing} == {(WARSAW.id, "2025-04-01")}
 
 
@@ -245,11 +245,11 @@ def test_a_clients_own_deadline_hour_moves_its_freshness_and_completeness_deadli
     }
 
     outcomes = evaluate(warehouse, at, clients)
-    late = failed(outcomes["fresh_per_client"], Severity.WARN)
+    late = failed(outcomes["fresh_per_client"], CheckSeverity.WARN)
     assert [(c["client_id"], c["kpi_date"], c["deadline_hour"]) for c in late] == [
         (WARSAW.id, "2025-04-01", 12)
     ]
-    missing = failed(outcomes["completeness_meets_target"], Severity.ERROR)
+    missing = failed(outcomes["completeness_meets_target"], CheckSeverity.ERROR)
     assert {(c["client_id"], c["kpi_date"]) for c in missing} == {(WARSAW.id, "2025-04-01")}
 
 
@@ -260,7 +260,7 @@ def test_spend_without_conversions_fails_split_days(warehouse):
     split = date(2025, 3, 24)
     fill(warehouse, NIGHT, edits={NEW_YORK.id: on_day(split, calls=0, leads=0)})
 
-    culprits = failed(evaluate(warehouse, NIGHT)["no_split_days"], Severity.ERROR)
+    culprits = failed(evaluate(warehouse, NIGHT)["no_split_days"], CheckSeverity.ERROR)
     assert [(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits] == [
         (NEW_YORK.id, "2025-03-24", "spend_without_conversions")
     ]
@@ -272,7 +272,7 @@ def test_a_client_outside_its_thresholds_fails_the_quality_score_with_warn(wareh
     fill(warehouse, NIGHT, (strict, NEW_YORK))
 
     outcome = evaluate(warehouse, NIGHT, (strict, NEW_YORK))["quality_score_acceptable"]
-    assert not outcome.passed and outcome.severity is Severity.WARN
+    assert not outcome.passed and outcome.severity is CheckSeverity.WARN
     assert outcome.metadata["clients_below_min"] == [WARSAW.id]
     assert outcome.metadata["per_client"] == {WARSAW.id: 50.0, NEW_YORK.id: 100.0}
 
@@ -281,7 +281,7 @@ def test_a_spend_spike_fails_no_anomalies_with_warn(warehouse):
     spike = date(2025, 3, 25)
     fill(warehouse, NIGHT, edits={WARSAW.id: on_day(spike, spend=400.0)})
 
-    culprits = failed(evaluate(warehouse, NIGHT)["no_anomalies"], Severity.WARN)
+    culprits = failed(evaluate(warehouse, NIGHT)["no_anomalies"], CheckSeverity.WARN)
     assert [(c["client_id"], c["kpi_date"], c["rule"]) for c in culprits] == [
         (WARSAW.id, "2025-03-25", "spend_anomaly")
     ]
@@ -299,7 +299,7 @@ def test_a_day_total_that_differs_from_its_campaigns_fails_reconciliation(wareho
             .values(spend=table.c.spend + 10)
         )
 
-    culprits = failed(evaluate(warehouse, NIGHT)["campaigns_reconcile_to_totals"], Severity.ERROR)
+    culprits = failed(evaluate(warehouse, NIGHT)["campaigns_reconcile_to_totals"], CheckSeverity.ERROR)
     assert [(c["client_id"], c["kpi_date"], c["column"], c["difference"]) for c in culprits] == [
         (NEW_YORK.id, "2025-03-22", "spend", 10.0)
     ]
@@ -316,7 +316,7 @@ def test_a_month_that_differs_from_its_days_fails_months_equal_sum_of_days(wareh
         )
 
     outcome = evaluate(warehouse, NIGHT)["months_equal_sum_of_days"]
-    culprits = failed(outcome, Severity.ERROR)
+    culprits = failed(outcome, CheckSeverity.ERROR)
     assert [(c["client_id"], c["kpi_date"], c["column"]) for c in culprits] == [
         (WARSAW.id, "2025-03-01", "clicks")
     ]

@@ -381,8 +381,8 @@ def test_records_hold_plain_python_values(activity):
 
 
 def test_open_reader_uses_the_reader_url_and_never_creates_a_warehouse(tmp_path, monkeypatch):
-    from kpi_platform.warehouse.export import WarehouseNotReadyError
     from kpi_platform.warehouse.queries import open_reader
+    from kpi_platform.warehouse.readiness import WarehouseNotReadyError
 
     monkeypatch.setenv("KPI_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'writer.sqlite'}")
     monkeypatch.setenv("KPI_WAREHOUSE_READER_URL", f"sqlite:///{tmp_path / 'reader.sqlite'}")

@@ -24,7 +24,8 @@ from kpi_platform.clients import load_clients
 from kpi_platform.collect import collect_range
 from kpi_platform.defs.resources import MetaApiResource
 from kpi_platform.warehouse import Warehouse, schema
-from kpi_platform.warehouse.export import export, open_warehouse
+from kpi_platform.warehouse.export import export
+from kpi_platform.warehouse.readiness import open_warehouse
 from kpi_platform.warehouse.roles import (
     READER_TABLE_PRIVILEGES,
     WRITER_TABLE_PRIVILEGES,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from kpi_platform.clients import Client
+from kpi_platform.clients import Client, registered_clients
 from kpi_platform.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -126,4 +126,4 @@ def build_health_report(
 
 def clients_from_warehouse(warehouse: Warehouse) -> list[Client]:
     """Every registered client (the report considers the active ones)."""
-    return [Client.from_row(row) for row in warehouse.list_clients()]
+    return registered_clients(warehouse, active_only=False)
