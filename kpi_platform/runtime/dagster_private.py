@@ -50,6 +50,7 @@ __all__ = [
     "daemon_cli",
     "dagster_cli",
     "grpc_server_module",
+    "preload_run_worker",
     "backfill_daemon_modules",
 ]
 
@@ -61,6 +62,11 @@ class DagsterUpgradeError(RuntimeError):
 def grpc_server_module() -> ModuleType:
     """`dagster._grpc.server`: the code server's gRPC API server (run worker start, child server command)."""
     return importlib.import_module("dagster._grpc.server")
+
+
+def preload_run_worker() -> ModuleType:
+    """`dagster._grpc.impl`: the run worker's entry point, imported by the fork server before any run forks."""
+    return importlib.import_module("dagster._grpc.impl")
 
 
 def backfill_daemon_modules() -> tuple[ModuleType, ModuleType]:

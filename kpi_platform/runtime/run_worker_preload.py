@@ -7,10 +7,12 @@ reads a secret or starts a thread: a forked child must not share them.
 
 from __future__ import annotations
 
-import dagster._grpc.impl  # noqa: F401 - the run worker's entry point
 import dagster_postgres  # noqa: F401
 
 import kpi_platform.runtime.pg_storage  # noqa: F401
 from kpi_platform.definitions import defs
+from kpi_platform.runtime.dagster_private import preload_run_worker
+
+preload_run_worker()
 
 defs.get_repository_def()
