@@ -332,9 +332,9 @@ def backfill_in_pool(
 PROFILE_AREAS: tuple[tuple[str, str, str], ...] = (
     ("fetch (client + simulator + waits)", "meta/client.py", "fetch_campaign_insights"),
     ("  sleep (async poll / retry waits)", "~", "<built-in method time.sleep>"),
-    ("  simulator: whole request (WSGI app)", "meta/simulator.py", "wsgi_app"),
-    ("    simulator: data generation", "meta/simulator.py", "day_deliveries"),
-    ("    simulator: row rendering", "meta/simulator.py", "api_row"),
+    ("  simulator: whole request (WSGI app)", "simulator/app.py", "wsgi_app"),
+    ("    simulator: data generation", "simulator/data.py", "day_deliveries"),
+    ("    simulator: row rendering", "simulator/data.py", "api_row"),
     ("  client: response.json()", "requests/models.py", "json"),
     ("  breakers: admission reads", "meta/breaker.py", "_admit"),
     ("  breakers: state writes", "meta/breaker.py", "_upsert"),
