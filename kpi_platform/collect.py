@@ -9,13 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
 
 import pandas as pd
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
-from kpi_platform.meta.client import InsightsFetch
+from kpi_platform.meta.client import InsightsFetch, InsightsSource
 from kpi_platform.meta.parse import CAMPAIGN_COLUMNS, ParseError, parse_insights_rows
 from kpi_platform.quality.rules import Thresholds, quality_scores
 from kpi_platform.quality.schemas import FAILURE_COLUMNS, ContractViolation, validate_collection
@@ -32,14 +31,6 @@ DAILY_COLUMNS: tuple[str, ...] = (
     "campaign_count",
     "delivery",
 )
-
-
-class InsightsSource(Protocol):
-    """What collection needs from the Meta client (the client itself, or the client behind the breakers)."""
-
-    def fetch_campaign_insights(
-        self, *, client_id: str, ad_account_id: str, since: date, until: date
-    ) -> InsightsFetch: ...
 
 
 #: A validator receives the campaign rows and daily totals of the range and raises to refuse them.
@@ -176,7 +167,7 @@ def prepare_range(
     if validate is not None:
         validate(campaigns, totals, client, start, end)
     totals["quality_score"] = quality_scores(totals, {client.id: client_thresholds(client)}).astype("float64")
-    stamp = {"source": fetch.source, "fetched_at": fetched_at, "run_id": run_id}
+    stamp: dict[str, str | datetime] = {"source": fetch.source, "fetched_at": fetched_at, "run_id": run_id}
     campaigns = campaigns.assign(**stamp)[[*CAMPAIGN_COLUMNS, *stamp]]
     totals = totals.assign(**stamp)
     return PreparedRange(client, start, end, campaigns, totals, fetch, fetch_seconds)

@@ -6,9 +6,12 @@ code reads one place. Environment variables are read by functions at call time, 
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 # --- Meta Marketing API ---------------------------------------------------------------------------------------
 
@@ -33,10 +36,18 @@ INSIGHTS_FIELDS: tuple[str, ...] = (
     "actions",
     "action_values",
 )
-INSIGHTS_LEVEL = "campaign"
+#: Meta's `level` parameter of the insights edge: the object rows are broken down by.
+InsightsLevel = Literal["account", "campaign", "adset", "ad"]
+#: Meta's `time_increment` parameter: days per row (1-90), one row per month, or one row for the whole range.
+TimeIncrement = int | Literal["monthly", "all_days"]
+INSIGHTS_LEVEL: Final[InsightsLevel] = "campaign"
 #: Meta's default is `all_days`; daily rows need an explicit 1.
-INSIGHTS_TIME_INCREMENT = 1
+INSIGHTS_TIME_INCREMENT: Final[TimeIncrement] = 1
 INSIGHTS_PAGE_LIMIT = 500
+#: Meta's `async_status` of an async report run (`Job Completed` can still be below 100 %).
+AsyncStatus = Literal[
+    "Job Not Started", "Job Started", "Job Running", "Job Completed", "Job Failed", "Job Skipped"
+]
 #: Ranges longer than this go through the async report flow (POST -> report_run_id -> poll -> page).
 ASYNC_THRESHOLD_DAYS = 31
 ASYNC_MAX_WAIT_SECONDS = 300.0
@@ -215,6 +226,15 @@ ENV_ALERT_EMAIL_MIN_SEVERITY = "KPI_ALERT_EMAIL_MIN_SEVERITY"
 #: Chat hears about everything someone should act on today; email only about data not being collected at all.
 DEFAULT_ALERT_MIN_SEVERITY = {"slack": "HIGH", "discord": "HIGH", "email": "CRITICAL"}
 
+# The watchdog (`kpi-platform health --alert`, run outside Dagster every 5 minutes).
+#: Optional outbound heartbeat (dead-man's switch of an uptime monitor, e.g. healthchecks.io): an http(s) URL the
+#: watchdog GETs while nothing is unhealthy. A secret like the webhooks: whoever has it can fake "all is well".
+ENV_HEARTBEAT_URL = "KPI_HEARTBEAT_URL"
+#: Hours after a client's freshness deadline at which a client still without its due day is reported missing
+#: (CRITICAL "daily collection incomplete"); at the deadline itself `fresh_per_client` alerts MEDIUM.
+ENV_MISSING_CLIENT_ESCALATION_HOURS = "KPI_MISSING_CLIENT_ESCALATION_HOURS"
+DEFAULT_MISSING_CLIENT_ESCALATION_HOURS = 3.0
+
 
 def project_root() -> Path:
     """The directory holding clients.yaml and the local data folder (the working directory by default)."""
@@ -264,3 +284,24 @@ def clients_file() -> Path:
 def meta_api_url() -> str:
     """KPI_META_API_URL; unset means the in-process simulator."""
     return os.environ.get(ENV_META_URL) or SIMULATOR_BASE_URL
+
+
+def heartbeat_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """KPI_HEARTBEAT_URL, or None when unset (no heartbeat). A secret: never log or print it."""
+    env = os.environ if environ is None else environ
+    return (env.get(ENV_HEARTBEAT_URL) or "").strip() or None
+
+
+def missing_client_escalation_hours(environ: Mapping[str, str] | None = None) -> float:
+    """KPI_MISSING_CLIENT_ESCALATION_HOURS (a number of hours >= 0), default 3; ValueError naming the variable."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(ENV_MISSING_CLIENT_ESCALATION_HOURS) or "").strip()
+    if not raw:
+        return DEFAULT_MISSING_CLIENT_ESCALATION_HOURS
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if not math.isfinite(hours) or hours < 0:
+        raise ValueError(f"{ENV_MISSING_CLIENT_ESCALATION_HOURS}: {raw!r} is not a number of hours >= 0")
+    return hours

@@ -1,26 +1,97 @@
-"""Shared fixtures: a throw-away PostgreSQL database per test module, and warehouse URLs for both backends.
+"""Fixtures every test directory may use: PostgreSQL databases (empty, or copied from a warehouse template migrated
+once per session), warehouse URLs on both backends, and the guard against Dagster's current defs-state storage.
 
-Tests that need PostgreSQL skip with a reason when no server answers, unless KPI_REQUIRE_POSTGRES=1, which
-turns a missing server into a failure (CI sets it).
+Also the markers: every test that uses a PostgreSQL database is marked `postgres` here, so
+`pytest -m "not postgres and not e2e"` runs the unit layer without a server; tests under `e2e/` are marked `e2e`.
+A fixture that creates a PostgreSQL database requests `pg_admin_url` (or a fixture that does), or is parametrized
+with "postgresql", and its tests are marked through that. The helpers themselves live in
+`kpi_platform_tests.support.postgres`.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from kpi_platform import settings
+from kpi_platform_tests.support.postgres import create_migrated_template, postgres_or_skip, temp_database
 
-DEFAULT_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+E2E_DIR = Path(__file__).parent / "e2e"
+#: The parameter value of backend-parametrized fixtures (`warehouse_url`, `platform_any`, ...) that means PostgreSQL.
+POSTGRESQL = "postgresql"
 
 
-@pytest.fixture(autouse=True)
-def _no_current_defs_state_storage(monkeypatch) -> None:
-    """Tests build Definitions without Dagster's process-wide "current defs-state storage".
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `postgres` every test that reaches a PostgreSQL database, `e2e` every test under e2e/ (before `-m`
+    selects)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_admin_url" in getattr(item, "fixturenames", ()) or POSTGRESQL in params.values():
+            item.add_marker(pytest.mark.postgres)
+        if E2E_DIR in item.path.parents and item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """The test server's admin URL; skips (or fails, with KPI_REQUIRE_POSTGRES=1) when no server answers.
+
+    Every fixture that creates a PostgreSQL database requests it, which is what marks its tests `postgres`."""
+    return postgres_or_skip().render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_admin_url) -> Iterator[str]:
+    """Name of a database with the warehouse migrated to head, made once per session (per xdist worker) and
+    dropped at its end; copy it with `temp_database(template=pg_template)`."""
+    name, drop = create_migrated_template()
+    try:
+        yield name
+    finally:
+        drop()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    with temp_database() as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_pg_url(pg_template) -> Iterator[str]:
+    """URL of a fresh PostgreSQL database with the warehouse already at head (a copy of the template), dropped
+    after the test: `Warehouse(url).migrate()` on it only reads the revision."""
+    with temp_database(template=pg_template) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", POSTGRESQL])
+def warehouse_url(request, tmp_path) -> Iterator[str]:
+    """An empty warehouse database on each backend, for tests of migrations themselves."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    else:
+        with temp_database() as url:
+            yield url
+
+
+@pytest.fixture(params=["sqlite", POSTGRESQL])
+def migrated_warehouse_url(request, tmp_path) -> Iterator[str]:
+    """A warehouse database on each backend for tests that migrate it first thing: on PostgreSQL a copy of the
+    migrated template (so that `migrate()` only reads the revision), on SQLite a new file."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    else:
+        with temp_database(template=request.getfixturevalue("pg_template")) as url:
+            yield url
+
+
+@pytest.fixture
+def no_current_defs_state_storage(monkeypatch) -> None:
+    """The test builds Definitions without Dagster's process-wide "current defs-state storage".
 
     Entering a DagsterInstance makes its defs-state storage the current one (a ContextVar, PRIVATE in 1.13), which
     holds only a weak reference to the instance. A test process creates and closes hundreds of instances, and
@@ -29,65 +100,10 @@ def _no_current_defs_state_storage(monkeypatch) -> None:
     with "Attempted to resolve undefined DagsterInstance weakref", in whichever test happens to run after a
     garbage collection. Only state-backed components read that storage, and this project has none; the
     production processes (the code server) set it explicitly.
+
+    Used by the tests that build Definitions or Dagster instances: autouse in the conftest of the directories
+    whose tests all do, `pytest.mark.usefixtures("no_current_defs_state_storage")` elsewhere.
     """
     from dagster._core.storage.defs_state.base import DefsStateStorage
 
     monkeypatch.setattr(DefsStateStorage, "get", classmethod(lambda cls: None))
-
-
-def _admin_url() -> str:
-    return os.environ.get(settings.ENV_TEST_PG_URL, DEFAULT_ADMIN_URL)
-
-
-def _postgres_or_skip() -> sa.engine.URL:
-    url = sa.make_url(_admin_url())
-    try:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
-        reason = f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {type(exc).__name__}"
-        if os.environ.get(settings.ENV_REQUIRE_POSTGRES) == "1":
-            pytest.fail(f"KPI_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
-    return url
-
-
-def create_temp_database(prefix: str = "kpi_test") -> tuple[str, callable]:
-    """Create an empty database; return its URL and a function that drops it."""
-    admin = _postgres_or_skip()
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return admin.set(database=name).render_as_string(hide_password=False), drop
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
-    url, drop = create_temp_database()
-    try:
-        yield url
-    finally:
-        drop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def warehouse_url(request, tmp_path) -> Iterator[str]:
-    """The warehouse suite runs on both backends."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
-    else:
-        url, drop = create_temp_database()
-        try:
-            yield url
-        finally:
-            drop()

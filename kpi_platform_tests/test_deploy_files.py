@@ -6,6 +6,7 @@ Kubernetes and Helm are not available to the tests; this is what can be checked 
 
 from __future__ import annotations
 
+import configparser
 import re
 import tomllib
 from pathlib import Path
@@ -19,7 +20,7 @@ from kpi_platform import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-YAML_FILES = ("values.yaml", "secrets.example.yaml", "warehouse-migrate-job.yaml")
+YAML_FILES = ("values.yaml", "secrets.example.yaml", "warehouse-migrate-job.yaml", "watchdog-cronjob.yaml")
 #: `scheme://user:password@` with a password that is not a <placeholder>.
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:(?!<)[^@\s]+@")
 SECRET_KEY = re.compile(r"password|token|secret|webhook", re.IGNORECASE)
@@ -160,3 +161,119 @@ def test_dockerfile_pins_dagster_k8s_with_the_dagster_family():
     (postgres_pin,) = [d for d in dependencies if d.startswith("dagster-postgres==")]
     assert f"dagster-k8s=={postgres_pin.split('==')[1]}" in dockerfile
     assert "COPY kpi_platform" in dockerfile
+
+
+@pytest.mark.parametrize("path", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_a_dead_run_worker_never_keeps_its_slots(path):
+    """Both instances (the embedded default and production) fail a run that never starts, do not try to resume a
+    dead worker, re-run a run that died for infrastructure reasons, and free the pool slots a run still holds
+    after it ended, within minutes."""
+    config = yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["max_resume_run_attempts"] == 0
+    assert 0 < monitoring["start_timeout_seconds"] <= 300
+    assert 0 < monitoring["cancel_timeout_seconds"] <= 300
+    # Slots of a killed run are back within a few minutes, not held for good.
+    assert 0 < monitoring["free_slots_after_run_end_seconds"] + monitoring["poll_interval_seconds"] <= 300
+    retries = config["run_retries"]
+    assert (retries["enabled"], retries["retry_on_asset_or_op_failure"]) == (True, False)
+    assert retries["max_retries"] >= 1
+
+
+def test_both_instances_monitor_runs_alike():
+    embedded = yaml.safe_load((ROOT / "dagster.yaml").read_text(encoding="utf-8"))
+    production = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text(encoding="utf-8"))
+    assert embedded["run_monitoring"] == production["run_monitoring"]
+    assert embedded["run_retries"] == production["run_retries"]
+
+
+def test_dagster_reads_the_embedded_instance_so(tmp_path):
+    """Dagster itself, on a copy of the embedded default: the MONITORING daemon (which frees the slots) and the
+    run-retry daemon run, and it frees slots of ended runs."""
+    (tmp_path / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert {"MONITORING", "EVENT_LOG_CONSUMER"} <= set(instance.get_required_daemon_types())
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.event_log_storage.supports_global_concurrency_limits
+
+
+# --- the watchdog outside Dagster (deploy/k8s/watchdog-cronjob.yaml, deploy/watchdog/) --------------------------
+
+WATCHDOG = ROOT / "deploy" / "watchdog"
+WATCHDOG_COMMAND = ["kpi-platform", "health", "--alert"]
+
+
+def test_the_watchdog_cronjob_runs_every_5_minutes_like_the_other_processes(values, secrets):
+    (cronjob,) = load("watchdog-cronjob.yaml")
+    assert cronjob["kind"] == "CronJob"
+    spec = cronjob["spec"]
+    assert spec["schedule"] == "*/5 * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == WATCHDOG_COMMAND
+    # The code location's image, and the Job's way to Dagster's instance.
+    image = values["dagster-user-deployments"]["deployments"][0]["image"]
+    assert container["image"] == f"{image['repository']}:{image['tag']}"
+    (job,) = load("warehouse-migrate-job.yaml")
+    migrate = next(c for c in job["spec"]["template"]["spec"]["initContainers"] if c["name"] == "migrate")
+    assert container["env"] == migrate["env"]
+    assert container["volumeMounts"] == migrate["volumeMounts"]
+    assert pod["volumes"] == job["spec"]["template"]["spec"]["volumes"]
+    # The channels, the heartbeat and the warehouse writer URL of the code location; never the admin Secret.
+    refs = [s["secretRef"]["name"] for s in container["envFrom"]]
+    assert refs == [s["name"] for s in values["dagster-user-deployments"]["deployments"][0]["envSecrets"]]
+    assert set(refs) <= set(secrets) and "kpi-warehouse-admin" not in refs
+    key_refs = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e]
+    assert all(ref["key"] in secrets[ref["name"]] for ref in key_refs)
+    assert settings.ENV_HEARTBEAT_URL in secrets["kpi-platform-env"]
+
+
+def test_the_k8s_readme_lists_every_file():
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for name in (*YAML_FILES, "Dockerfile"):
+        assert f"`{name}`" in readme, name
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string((WATCHDOG / name).read_text(encoding="utf-8"))
+    return parser
+
+
+def test_the_systemd_timer_starts_the_watchdog_service_every_5_minutes():
+    service = _unit("kpi-watchdog.service")
+    assert service["Service"]["Type"] == "oneshot"
+    assert service["Service"]["ExecStart"].split()[1:] == WATCHDOG_COMMAND[1:]
+    assert service["Service"]["ExecStart"].split()[0].endswith("/.venv/bin/kpi-platform")
+    assert "EnvironmentFile" in service["Service"]
+    # A run ends well before the next one starts.
+    assert int(service["Service"]["TimeoutStartSec"]) < 300
+    timer = _unit("kpi-watchdog.timer")
+    assert timer["Timer"]["OnCalendar"] == "*:0/5"
+    assert timer["Timer"]["Unit"] == "kpi-watchdog.service"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+
+
+def test_the_cron_line_runs_the_watchdog_every_5_minutes():
+    lines = [
+        line
+        for line in (WATCHDOG / "kpi-watchdog.cron").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#") and "=" not in line.split()[0]
+    ]
+    (line,) = lines
+    fields = line.split(maxsplit=6)
+    assert " ".join(fields[:5]) == "*/5 * * * *"
+    assert fields[5] == "kpi"  # /etc/cron.d format: the user comes before the command
+    assert " ".join(WATCHDOG_COMMAND[1:]) in fields[6]
+    assert "kpi-platform health --alert" in fields[6]
+
+
+@pytest.mark.parametrize("name", ["kpi-watchdog.service", "kpi-watchdog.timer", "kpi-watchdog.cron", "README.md"])
+def test_the_watchdog_files_hold_no_credentials(name):
+    text = (WATCHDOG / name).read_text(encoding="utf-8")
+    assert not CREDENTIALS_IN_URL.search(text)
+    assert "hc-ping.com/" not in text and "hooks.slack.com/services/" not in text

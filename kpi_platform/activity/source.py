@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -160,19 +161,19 @@ class AppDatabase:
             if self.is_postgres:
                 # The session time zone is set to UTC below, so the cast yields the UTC day for both
                 # `timestamp with time zone` and naive (UTC) `timestamp` columns.
-                day = sa.cast(table.c.created_at, sa.Date)
+                day_of: sa.ColumnElement[Any] = sa.cast(table.c.created_at, sa.Date)
                 in_range = table.c.created_at < end_of_day(end)
             else:
                 # SQLite keeps text; date() normalises 'T' separators and UTC offsets to the UTC day.
-                day = sa.func.date(table.c.created_at)
-                in_range = day <= end.isoformat()
+                day_of = sa.func.date(table.c.created_at)
+                in_range = day_of <= end.isoformat()
             selects.append(
                 sa.select(
-                    sa.literal(name).label("source_table"), day.label("day"), sa.func.count().label("n")
+                    sa.literal(name).label("source_table"), day_of.label("day"), sa.func.count().label("n")
                 )
                 .select_from(table)
                 .where(in_range)
-                .group_by(day)
+                .group_by(day_of)
             )
         per_table: dict[str, dict[date, int]] = {name: {} for name in APP_TABLES}
         with self._engine.connect() as conn, conn.begin():

@@ -168,12 +168,13 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
     header = ""
+    warehouse = None
     try:
-        warehouse = open_warehouse(settings.warehouse_url())
-    except WarehouseNotReadyError as exc:
-        report = HealthReport.unavailable(name="warehouse", summary=str(exc), now_utc=now)
-    else:
         try:
+            warehouse = open_warehouse(settings.warehouse_url())
+        except WarehouseNotReadyError as exc:
+            report = HealthReport.unavailable(name="warehouse", summary=str(exc), now_utc=now)
+        else:
             home = ensure_dagster_home()
             header = f"warehouse: {warehouse.url_for_display}\ndagster home: {home}\n"
             try:
@@ -191,9 +192,16 @@ def _cmd_health(args: argparse.Namespace) -> int:
                         now_utc=now,
                         check_keys=catalogue_check_keys(),
                     )
-        finally:
+        sys.stdout.write(report.to_json() + "\n" if args.json else header + report.to_text())
+        sys.stdout.flush()
+        if args.alert:
+            from kpi_platform.operations.watchdog import run_watchdog
+
+            for line in run_watchdog(report, warehouse=warehouse).lines:
+                print(line, file=sys.stderr)
+    finally:
+        if warehouse is not None:
             warehouse.dispose()
-    sys.stdout.write(report.to_json() + "\n" if args.json else header + report.to_text())
     return report.exit_code()
 
 
@@ -288,9 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Yesterday's collection, missing days (7 / 30 d), split data, hours since each client's last "
         "collection, failed asset checks, open circuit breakers, the Dagster daemon's heartbeats and run queue, "
         "runs and backfills in progress. "
-        "Exit code 0 healthy, 1 degraded, 2 unhealthy.",
+        "Exit code 0 healthy, 1 degraded, 2 unhealthy. With --alert it is also the watchdog to run every 5 "
+        "minutes outside Dagster: one alert per unhealthy check, the missing-clients escalation, and a ping of "
+        "KPI_HEARTBEAT_URL while nothing is unhealthy.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--alert",
+        action="store_true",
+        help="send alerts (health:<check>, daily collection incomplete) through the KPI_ALERT_* channels, "
+        "resolve recovered ones, and ping KPI_HEARTBEAT_URL while nothing is unhealthy; notes go to stderr",
+    )
     p.set_defaults(func=_cmd_health)
 
     p = sub.add_parser("breakers", help="list the Meta API circuit breakers, or close one after fixing the cause")

@@ -17,7 +17,7 @@ import dagster as dg
 from kpi_platform import settings
 from kpi_platform.activity import ensure_demo_app_db
 from kpi_platform.clients import Client, ClientSyncReport, load_clients, plan_sync, sync_clients_to_warehouse
-from kpi_platform.defs.partitions import clients_partitions
+from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG, client_day_key
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse
@@ -28,9 +28,9 @@ def sync_clients(
 ) -> ClientSyncReport:
     """The same sync the clients sensor does, applied directly (partitions added, warehouse upserted)."""
     wh = warehouse or _warehouse()
-    plan = plan_sync(clients, instance.get_dynamic_partitions(clients_partitions.name))
+    plan = plan_sync(clients, instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME))
     if plan.partitions_to_add:
-        instance.add_dynamic_partitions(clients_partitions.name, list(plan.partitions_to_add))
+        instance.add_dynamic_partitions(CLIENTS_PARTITIONS_NAME, list(plan.partitions_to_add))
     added, updated, unchanged, deactivated = sync_clients_to_warehouse(clients=clients, warehouse=wh)
     return ClientSyncReport(plan.partitions_to_add, added, updated, unchanged, deactivated)
 

@@ -581,11 +581,12 @@ class LocalStack:
 
     def start_servers(self, *, timeout_s: float = 180.0) -> None:
         """Simulator (if any), code server, then the webserver; returns once the webserver has the location."""
-        if self.simulator_port is not None:
-            spec = simulator_spec(port=self.simulator_port)
+        simulator_port = self.simulator_port
+        if simulator_port is not None:
+            spec = simulator_spec(port=simulator_port)
             self.supervisor.start(ProcessSpec(spec.name, spec.argv, self.simulator_env))
             self._wait(
-                lambda: port_open(self.host, self.simulator_port), timeout_s=timeout_s, what="the simulator"
+                lambda: port_open(self.host, simulator_port), timeout_s=timeout_s, what="the simulator"
             )
         self.supervisor.start(
             code_server_spec(

@@ -104,7 +104,7 @@ def _check_window(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
     asset=DAILY_ACTIVITY_SNAPSHOT,
     name=ALL_METRICS_PRESENT,
     blocking=True,
-    description=check_catalogue.entry(ALL_METRICS_PRESENT).description,  # type: ignore[union-attr]
+    description=check_catalogue.description(ALL_METRICS_PRESENT),
 )
 def all_metrics_present(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
@@ -137,7 +137,7 @@ def all_metrics_present(
     asset=DAILY_ACTIVITY_SNAPSHOT,
     name=TOTALS_MATCH_CREATED,
     blocking=False,
-    description=check_catalogue.entry(TOTALS_MATCH_CREATED).description,  # type: ignore[union-attr]
+    description=check_catalogue.description(TOTALS_MATCH_CREATED),
 )
 def totals_match_created(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource

@@ -1,5 +1,6 @@
 """Alert sensors: a failed collection run alerts at once; a periodic sync raises and resolves alerts for failed
-checks (freshness, completeness, split data …), open circuit breakers and clients with failed days."""
+checks (freshness, completeness, split data …), open circuit breakers, clients with failed days and clients still
+not collected hours after their freshness deadline (also synced by the watchdog, `kpi-platform health --alert`)."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,11 @@ from kpi_platform.operations.alert_facts import (
     failing_collection_keys,
 )
 from kpi_platform.operations.alerts import BREAKER_ALERT_PREFIX, Alert, Notifier, breaker_alerts
+from kpi_platform.operations.missing_clients import (
+    MISSING_CLIENTS_PREFIX,
+    escalation_hours_from_env,
+    missing_client_alerts,
+)
 from kpi_platform.operations.plans import expected_keys
 
 
@@ -52,7 +58,9 @@ def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehou
 
 def _check_facts(context: dg.SensorEvaluationContext) -> list[CheckFact]:
     facts = []
-    for key in context.repository_def.asset_graph.asset_check_keys:
+    repository = context.repository_def
+    assert repository is not None, "a sensor evaluated by Dagster knows its repository"
+    for key in repository.asset_graph.asset_check_keys:
         record = run_history.latest_check_result(context.instance, key)
         evaluation = record.evaluation if record is not None else None
         if evaluation is None:
@@ -66,8 +74,9 @@ def _check_facts(context: dg.SensorEvaluationContext) -> list[CheckFact]:
     name="alert_sync_sensor",
     minimum_interval_seconds=120,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Raises one alert per problem (failed checks incl. freshness and completeness, open breakers) and "
-    "sends 'resolved' when it is gone; collection alerts resolve once the client's failed days are healed.",
+    description="Raises one alert per problem (failed checks incl. freshness and completeness, open breakers, "
+    "clients still not collected KPI_MISSING_CLIENT_ESCALATION_HOURS after their freshness deadline) and sends "
+    "'resolved' when it is gone; collection alerts resolve once the client's failed days are healed.",
 )
 def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     state = json.loads(context.cursor) if context.cursor else {}
@@ -84,6 +93,10 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     notifier = Notifier.from_env(wh, log=context.log)
     checks = notifier.sync(check_alerts(_check_facts(context)), CHECK_PREFIX)
     breakers = notifier.sync(breaker_alerts(BreakerGuard(wh).list_breakers()), BREAKER_ALERT_PREFIX)
+    hours = escalation_hours_from_env(log=context.log)
+    incomplete = notifier.sync(
+        missing_client_alerts(wh, now_utc=now, escalation_hours=hours), MISSING_CLIENTS_PREFIX
+    )
 
     clients = registered_clients(wh)
     keys = expected_keys(clients, today=now.date(), horizon_days=settings.HEALING_HORIZON_DAYS)
@@ -111,7 +124,8 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     summary = (
         f"checks: {len(checks.open)} open, {len(checks.notified)} new, {len(checks.resolved)} resolved; "
         f"breakers: {len(breakers.open)} open; collections resolved: {len(resolved)}; "
-        f"client-days failing: {len(failing)}"
+        f"client-days failing: {len(failing)}; daily collection incomplete: "
+        f"{'open' if incomplete.open else 'no'}{', resolved' if incomplete.resolved else ''}"
     )
     context.log.info(summary)
     cursor = json.dumps({"since": now.timestamp(), "failing": sorted(failing)})

@@ -17,7 +17,7 @@ from kpi_platform.clients import (
 )
 from kpi_platform.collect import CollectionResult, PreparedRange, prepare_range, store_range
 from kpi_platform.defs import run_history
-from kpi_platform.defs.partitions import client_daily_partitions, clients_partitions
+from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME, client_daily_partitions, clients_partitions
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
 from kpi_platform.keys import client_ranges
 from kpi_platform.meta.breaker import BreakerGuard
@@ -29,6 +29,7 @@ from kpi_platform.operations.plans import (
     FailureMemory,
     failure_reports,
     healing_keys,
+    missing_client_tag,
     plan_daily_collection,
     plan_gap_healing,
     prune_failures,
@@ -112,7 +113,7 @@ def violation_metadata(
             CONTRACT_CHECK,
             asset=CLIENT_DAILY_KPIS,
             blocking=True,
-            description=check_catalogue.entry(CONTRACT_CHECK).description,  # type: ignore[union-attr]
+            description=check_catalogue.description(CONTRACT_CHECK),
         )
     ],
 )
@@ -131,9 +132,17 @@ def client_daily_kpis(
     per client, fetched as one request stream.
     Contract failures store nothing for the range and fail the run without a materialization, so the partitions
     stay failed (not materialized) and gap healing finds them.
+    A run of one client carries the `kpi/client` tag, added when it starts if it was launched without it.
     """
     wh = warehouse.get_warehouse()
     ranges = client_ranges(context.partition_keys)
+    # A run launched without the client tag (a UI backfill's run, `dagster asset materialize`) tags itself, so
+    # filtering runs by `kpi/client` finds every run of a client. Too late for the run queue's per-client limit;
+    # the warehouse serialises the writers of one client anyway (Warehouse._lock_client).
+    client_tag = missing_client_tag(context.run.tags, (r.client_id for r in ranges))
+    if client_tag:
+        context.instance.add_run_tags(context.run.run_id, client_tag)
+        context.log.info(f"run tagged {client_tag}")
     clients = {r.client_id: load_client(wh, r.client_id) for r in ranges}
     # Breakers (API-wide and per ad account) live in the warehouse, so every run shares them; while one is
     # open the run fails fast with the reason instead of calling Meta.
@@ -147,21 +156,23 @@ def client_daily_kpis(
         for rng in ranges:
             client = clients[rng.client_id]
             context.log.info(f"collecting {client.id} ({client.ad_account_id}) {rng.start}..{rng.end}")
-            prepared.append(
-                prepare_range(
-                    client=client, start=rng.start, end=rng.end, meta=meta, run_id=context.run.run_id
+            try:
+                prepared.append(
+                    prepare_range(
+                        client=client, start=rng.start, end=rng.end, meta=meta, run_id=context.run.run_id
+                    )
                 )
-            )
-    except ContractViolation as exc:
-        # Dagster records the materialization even when a blocking in-asset check fails, so the check result is
-        # reported without one and the step fails: the partitions stay FAILED and nothing was written.
-        yield dg.AssetCheckResult(
-            check_name=CONTRACT_CHECK,
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata=violation_metadata(exc, rng.client_id, rng.start, rng.end),
-        )
-        raise dg.Failure(description=exc.summary(), allow_retries=False) from None
+            except ContractViolation as exc:
+                # Dagster records the materialization even when a blocking in-asset check fails, so the check
+                # result is reported without one and the step fails: the partitions stay FAILED and nothing
+                # was written.
+                yield dg.AssetCheckResult(
+                    check_name=CONTRACT_CHECK,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata=violation_metadata(exc, rng.client_id, rng.start, rng.end),
+                )
+                raise dg.Failure(description=exc.summary(), allow_retries=False) from None
     except MetaApiError as exc:
         # The client has already retried what is retryable (with backoff); a step retry would only hold a pool
         # slot while waiting. The message is already redacted and names the client and the fix.
@@ -226,7 +237,7 @@ def clients_sync_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     path = settings.clients_file()
     # An invalid file raises here: the tick fails with the entry and field named, and nothing is changed.
     clients = load_clients(path)
-    existing = context.instance.get_dynamic_partitions(clients_partitions.name)
+    existing = context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
     plan = plan_sync(clients, existing)
     fingerprint = file_fingerprint(path)
     if fingerprint == context.cursor and not plan.partitions_to_add:

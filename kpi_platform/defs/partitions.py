@@ -6,7 +6,9 @@ import dagster as dg
 
 from kpi_platform import settings
 
-clients_partitions = dg.DynamicPartitionsDefinition(name="clients")
+#: The dynamic partitions' name as a plain `str` (`DynamicPartitionsDefinition.name` is optional).
+CLIENTS_PARTITIONS_NAME = "clients"
+clients_partitions = dg.DynamicPartitionsDefinition(name=CLIENTS_PARTITIONS_NAME)
 daily_partitions = dg.DailyPartitionsDefinition(start_date=settings.PARTITIONS_START_DATE)
 monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=settings.PARTITIONS_START_DATE)
 

@@ -18,7 +18,7 @@ import requests
 
 from kpi_platform import settings
 from kpi_platform.activity.source import AppDatabase
-from kpi_platform.meta.client import MetaInsightsClient
+from kpi_platform.meta.client import ClosableInsightsSource, MetaInsightsClient
 from kpi_platform.simulator import (
     AccountSpec,
     FaultConfig,
@@ -98,8 +98,11 @@ class MetaApiResource(dg.ConfigurableResource):
             mount_simulator(session, simulator)
         return session
 
-    def get_client(self, *, accounts: Mapping[str, str] | None = None) -> MetaInsightsClient:
-        """A client for one run; `accounts` (ad account id → currency) tells the simulator each account's currency."""
+    def get_client(self, *, accounts: Mapping[str, str] | None = None) -> ClosableInsightsSource:
+        """A client for one run; `accounts` (ad account id → currency) tells the simulator each account's currency.
+
+        Typed as the protocol, not `MetaInsightsClient`, so a fake source (a subclass overriding this in tests)
+        and the real client are interchangeable; the caller closes it."""
         token = os.environ.get(self.token_env_var, "")
         if not token:
             if not self.uses_in_process_simulator() and not _is_loopback(self.resolved_url()):

@@ -7,6 +7,7 @@ runs and backfills are in progress. Sensors, alerts and the health report read t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,13 @@ FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheck
 #: A run's update time comes from the process that wrote it, not from the reader's clock; reading an overlap
 #: again costs nothing (the keys are a set) and a run stored late is not missed.
 FAILED_RUNS_OVERLAP = timedelta(minutes=5)
+#: How the code server reports a run worker that died under it (Dagster 1.13's `_check_for_orphaned_runs`):
+#: "Run execution process for <run id> was terminated by signal 9 (SIGKILL). This usually indicates …" or
+#: "… unexpectedly exited with code 1."
+WORKER_DIED = re.compile(
+    r"Run execution process for \S+ "
+    r"(was terminated by signal \d+(?: \(\w+\))?|unexpectedly exited with code -?\d+)"
+)
 
 
 def run_range(run: dg.DagsterRun) -> ClientRange | None:
@@ -45,9 +53,16 @@ def failure_reason(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str
     breaker, after the client's own retries) is transient. Everything else is non-transient: contract failures,
     token and permission errors, and anything unknown (a bug, a database error, a run that died before its step),
     which a retry every few minutes would not fix and would only hide.
+
+    A run whose worker process was killed (SIGKILL from an operator or the kernel's OOM killer) has no step
+    failure; its reason names how the worker died, and it stays non-transient. Dagster's run retries
+    (`run_retries` in dagster.yaml) already re-execute such a run at once, twice; a range that is still killed
+    after that is most likely too big for the memory (Dagster's own message for SIGKILL says so), and retrying
+    it every 10 minutes would only kill a worker again and again, unreported. So it cools down and is reported
+    like any other failure that needs a person.
     """
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = record.dagster_event.step_failure_data
+        data = record.get_dagster_event().step_failure_data
         user = data.user_failure_data
         transient = user.metadata.get("transient") if user is not None else None
         if user is not None and user.description:
@@ -59,18 +74,33 @@ def failure_reason(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str
                 error = error.cause
             message = error.message if error is not None else ""
         return not (transient is not None and bool(transient.value)), message.strip()
+    died = worker_death(instance, run_id)
+    if died is not None:
+        return True, f"run worker process {died}"
     return True, "run failed before its step ran"
+
+
+def worker_death(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """How the run's worker process died, as the code server recorded it ("was terminated by signal 9
+    (SIGKILL)", "unexpectedly exited with code 1"); None if it did not die under the code server's watch."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        match = WORKER_DIED.search(record.get_dagster_event().message or "")
+        if match is not None:
+            return match.group(1)
+    return None
 
 
 def step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
     """(error class, redacted message) of the run's step failure."""
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        data = record.dagster_event.step_failure_data
+        data = record.get_dagster_event().step_failure_data
         user = data.user_failure_data
         if user is not None:
             error = user.metadata.get("error")
             return (str(error.value) if error is not None else "ContractViolation"), user.description or ""
-        return (data.error.cls_name if data.error else "Error"), (data.error.message if data.error else "")
+        if data.error is None:
+            return "Error", ""
+        return str(data.error.cls_name), data.error.message  # cls_name None (not an exception) reads "None"
     return "RunFailure", "the run failed before its step ran"
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kpi_platform import settings
-from kpi_platform.meta.client import InsightsFetch, MetaInsightsClient
+from kpi_platform.meta.client import ClosableInsightsSource, InsightsFetch
 from kpi_platform.meta.errors import (
     AsyncReportFailed,
     AsyncReportTimeout,
@@ -306,12 +306,12 @@ class BreakerGuard:
         except pybreaker.CircuitBreakerError:
             # Another process opened a breaker between the admission check and the call.
             for name in names:
-                state = self.get(name)
-                if state is not None and state.state == OPEN:
-                    raise BreakerOpen(state, client_id=client_id) from None
+                current = self.get(name)
+                if current is not None and current.state == OPEN:
+                    raise BreakerOpen(current, client_id=client_id) from None
             raise
 
-    def wrap(self, client: MetaInsightsClient) -> GuardedInsightsClient:
+    def wrap(self, client: ClosableInsightsSource) -> GuardedInsightsClient:
         """`client` with every fetch passing through this guard (same fetch and close interface)."""
         return GuardedInsightsClient(client=client, guard=self)
 
@@ -415,9 +415,10 @@ class BreakerGuard:
 
 
 class GuardedInsightsClient:
-    """A `MetaInsightsClient` whose fetches go through a `BreakerGuard`; it owns and closes the client."""
+    """A `MetaInsightsClient` (or any `ClosableInsightsSource`) whose fetches go through a `BreakerGuard`; it owns
+    and closes the client. It is a `ClosableInsightsSource` itself."""
 
-    def __init__(self, *, client: MetaInsightsClient, guard: BreakerGuard) -> None:
+    def __init__(self, *, client: ClosableInsightsSource, guard: BreakerGuard) -> None:
         self._client = client
         self._guard = guard
 

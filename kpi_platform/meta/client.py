@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Final, Protocol, SupportsFloat, SupportsIndex, SupportsInt
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -23,6 +23,7 @@ from kpi_platform import settings
 from kpi_platform.meta.errors import (
     AsyncReportFailed,
     AsyncReportTimeout,
+    ErrorFields,
     MalformedResponse,
     MetaApiError,
     MetaRequestError,
@@ -38,8 +39,8 @@ from kpi_platform.meta.errors import (
 DEFAULT_TIMEOUT: tuple[float, float] = settings.HTTP_TIMEOUT
 #: Header set by the local simulator on every response; it marks the fetched rows as simulated.
 SIMULATOR_HEADER = "X-KPI-Simulator"
-ASYNC_COMPLETED = "Job Completed"
-ASYNC_FAILED = frozenset({"Job Failed", "Job Skipped"})
+ASYNC_COMPLETED: Final[settings.AsyncStatus] = "Job Completed"
+ASYNC_FAILED: frozenset[settings.AsyncStatus] = frozenset({"Job Failed", "Job Skipped"})
 #: Only fields every API version has: `error_code` etc. exist from v25.0 and are read when present.
 ASYNC_STATUS_FIELDS = "id,async_status,async_percent_completion"
 
@@ -92,6 +93,21 @@ class InsightsFetch:
     used_async: bool
 
 
+class InsightsSource(Protocol):
+    """What collection needs from the Meta client (the client itself, or the client behind the breakers)."""
+
+    def fetch_campaign_insights(
+        self, *, client_id: str, ad_account_id: str, since: date, until: date
+    ) -> InsightsFetch: ...
+
+
+class ClosableInsightsSource(InsightsSource, Protocol):
+    """An `InsightsSource` holding a connection, closed by whoever built it: what the Meta resource hands a run
+    (`MetaInsightsClient`, a fake in tests) and what the breakers wrap."""
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Tally:
     requests: int = 0
@@ -135,15 +151,21 @@ def _is_report_status(body: Mapping[str, Any]) -> bool:
 
 
 def _as_int(value: object) -> int | None:
+    # What `int()` accepts; anything else (None, lists, objects from JSON) would raise TypeError.
+    if not isinstance(value, str | bytes | bytearray | SupportsInt | SupportsIndex):
+        return None
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
 
 def _percent(value: object) -> int:
+    # What `float()` accepts; anything else (None, lists, objects from JSON) would raise TypeError.
+    if not isinstance(value, str | bytes | bytearray | SupportsFloat | SupportsIndex):
+        return 0
     try:
-        return int(float(value))  # type: ignore[arg-type]
+        return int(float(value))
     except (TypeError, ValueError):
         return 0
 
@@ -313,7 +335,7 @@ class MetaInsightsClient:
                 params={"fields": ASYNC_STATUS_FIELDS},
                 valid=_is_report_status,
             )
-            state = status["async_status"]
+            state: str = status["async_status"]
             percent = _percent(status.get("async_percent_completion"))
             # "Job Running" can report 100 % before the results are readable.
             if state == ASYNC_COMPLETED and percent >= 100:
@@ -336,7 +358,12 @@ class MetaInsightsClient:
     ) -> None:
         code, subcode = _as_int(status.get("error_code")), _as_int(status.get("error_subcode"))
         reason = status.get("error_message") or status.get("error_user_msg") or "no reason given"
-        fields = {"code": code, "subcode": subcode, "client_id": call.client_id, "secrets": (self._token,)}
+        fields: ErrorFields = {
+            "code": code,
+            "subcode": subcode,
+            "client_id": call.client_id,
+            "secrets": (self._token,),
+        }
         text = f"{call.who}: async report {report_id} for {since}..{until} ended '{status['async_status']}': {reason}"
         if (code, subcode) in settings.QUERY_TOO_LARGE:
             raise QueryTooLarge(text, **fields)

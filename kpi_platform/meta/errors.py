@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, SupportsIndex, SupportsInt, TypedDict, Unpack
 from urllib.parse import quote, quote_plus
 
 from kpi_platform import settings
@@ -42,6 +42,17 @@ def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
     return _TOKEN_JSON.sub(rf"\g<1>{REDACTED}\g<2>", out)
 
 
+class ErrorFields(TypedDict, total=False):
+    """The keyword fields of every `MetaApiError`, passed on as `**fields` by code that builds them."""
+
+    code: int | None
+    subcode: int | None
+    fbtrace_id: str | None
+    client_id: str | None
+    status_code: int | None
+    secrets: Iterable[str | None]
+
+
 class MetaApiError(Exception):
     """A failed Meta API call. `transient` says whether a later attempt may succeed."""
 
@@ -66,7 +77,7 @@ class MetaApiError(Exception):
         self.status_code = status_code
         super().__init__(self.message)
 
-    def __reduce__(self):  # keyword-only fields survive pickling (multiprocess executors)
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling (multiprocess executors)
         return (_rebuild, (type(self), dict(self.__dict__)))
 
     @property
@@ -82,7 +93,9 @@ class Throttled(MetaApiError):
 
     transient = True
 
-    def __init__(self, message: str, *, wait_seconds: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, wait_seconds: float | None = None, **kwargs: Unpack[ErrorFields]
+    ) -> None:
         super().__init__(message, **kwargs)
         self.wait_seconds = wait_seconds
 
@@ -133,8 +146,11 @@ def _rebuild(cls: type[MetaApiError], state: dict[str, Any]) -> MetaApiError:
 
 
 def _as_int(value: object) -> int | None:
+    # What `int()` accepts; anything else (None, lists, objects from JSON) would raise TypeError.
+    if not isinstance(value, str | bytes | bytearray | SupportsInt | SupportsIndex):
+        return None
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
@@ -200,7 +216,7 @@ def classify(
     who = _who(client_id, ad_account_id)
     error = body.get("error") if isinstance(body, Mapping) else None
     if not isinstance(error, Mapping) or _as_int(error.get("code")) is None:
-        common = {"client_id": client_id, "status_code": status_code, "secrets": secrets}
+        common: ErrorFields = {"client_id": client_id, "status_code": status_code, "secrets": secrets}
         if status_code >= 500 or status_code == 408:
             return TransientError(
                 f"{who}Meta API answered HTTP {status_code} without an error body", **common
@@ -218,7 +234,7 @@ def classify(
 
     code = _as_int(error.get("code"))
     subcode = _as_int(error.get("error_subcode"))
-    fields = {
+    fields: ErrorFields = {
         "code": code,
         "subcode": subcode,
         "fbtrace_id": error.get("fbtrace_id"),

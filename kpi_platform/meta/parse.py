@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex
 
 import pandas as pd
 
@@ -96,7 +96,9 @@ class _Row:
 
     def number(self, field: str, value: object) -> float:
         try:
-            number = float(value)  # type: ignore[arg-type]
+            if not isinstance(value, str | bytes | bytearray | SupportsFloat | SupportsIndex):
+                raise TypeError  # what float() would raise for it
+            number = float(value)
         except (TypeError, ValueError):
             raise self.fail(field, f"is not a number: {value!r}") from None
         if not math.isfinite(number):

@@ -11,7 +11,8 @@ Channels and their defaults (see settings.ENV_ALERT_*):
 | email   | KPI_ALERT_SMTP_HOST, _PORT, _USER, _PASSWORD, _TLS, KPI_ALERT_EMAIL_FROM/_TO | CRITICAL         |
 
 A channel is off while its variables are unset; `KPI_ALERT_<CHANNEL>_MIN_SEVERITY` changes its minimum.
-Webhook URLs, the SMTP password and the Meta access token never reach a log line, an exception or a message.
+Webhook URLs, the SMTP password, the Meta access token and the watchdog's heartbeat URL (KPI_HEARTBEAT_URL) never
+reach a log line, an exception or a message (`env_secrets`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -312,6 +313,30 @@ class _RedactFilter(logging.Filter):
         return True
 
 
+def env_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Every secret the environment gives the platform's senders, longest first: the webhook URLs and the
+    heartbeat URL (each with its path, token segments and query, as an HTTP error quotes them), the SMTP password
+    and the Meta access token."""
+    env = os.environ if environ is None else environ
+    found: set[str] = set()
+    urls = (settings.ENV_ALERT_SLACK_WEBHOOK, settings.ENV_ALERT_DISCORD_WEBHOOK, settings.ENV_HEARTBEAT_URL)
+    for name in urls:
+        url = (env.get(name) or "").strip()
+        if url:
+            found.update((url, *webhook_secrets(url)))
+            parts = urlsplit(url)
+            if parts.query:
+                found.update((f"{parts.path}?{parts.query}", parts.query))
+    found.update(env.get(name) or "" for name in (settings.ENV_ALERT_SMTP_PASSWORD, settings.ENV_TOKEN))
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+def redacted_logs(secrets: Iterable[str | None]) -> AbstractContextManager[None]:
+    """While inside, the records of the delivery loggers (apprise, urllib3) have `secrets` redacted: for any
+    request to a secret URL, such as the watchdog's heartbeat."""
+    return _redacted_logs(tuple(sorted({s for s in secrets if s}, key=len, reverse=True)))
+
+
 @contextmanager
 def _redacted_logs(secrets: tuple[str, ...]) -> Iterator[None]:
     log_filter = _RedactFilter(secrets)
@@ -385,6 +410,7 @@ class Notifier:
             settings.ENV_ALERT_DISCORD_WEBHOOK,
             settings.ENV_ALERT_SMTP_PASSWORD,
             settings.ENV_TOKEN,
+            settings.ENV_HEARTBEAT_URL,
         )
         # The errors quote only non-secret values (a severity, a port, a TLS mode); redacting keeps it that way.
         secrets = [env.get(name) for name in secret_variables]
@@ -393,7 +419,7 @@ class Notifier:
             log.error("alert channel %s is off, its settings are invalid: %s", kind, redact(error, secrets))
 
         channels = channels_from_env(env, on_invalid=report)
-        return cls(warehouse, channels=channels, clock=clock, secrets=(env.get(settings.ENV_TOKEN),))
+        return cls(warehouse, channels=channels, clock=clock, secrets=env_secrets(env))
 
     def __repr__(self) -> str:
         channels = ", ".join(f"{c.kind}>={c.min_severity.name}" for c in self._channels)

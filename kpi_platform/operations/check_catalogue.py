@@ -165,6 +165,11 @@ def entry(name: str) -> CheckEntry | None:
     return _BY_NAME.get(name)
 
 
+def description(name: str) -> str:
+    """The description of check `name`, for the check's definition; KeyError for a name not in the catalogue."""
+    return _BY_NAME[name].description
+
+
 def warehouse_wide() -> tuple[CheckEntry, ...]:
     """The checks evaluated over the whole warehouse, in catalogue order."""
     return tuple(e for e in CHECKS if e.warehouse_wide)

@@ -32,6 +32,22 @@ class CollectionRequest:
         }
 
 
+def missing_client_tag(run_tags: Mapping[str, str], client_ids: Iterable[str]) -> dict[str, str]:
+    """The `kpi/client` tag a collection run adds to itself when it starts: `{CLIENT_TAG: client}` for a run of one
+    client that lacks the tag (a UI backfill's run, a `dagster asset materialize`), else nothing.
+
+    A run that already carries the tag keeps it. A run over several clients (only launched by hand with range
+    tags spanning clients) stays untagged: a joined value such as "acme,globex" would match no client in the
+    runbook's "filter runs by client", and a retry or re-execution copying it would count as a client of its own
+    in the run queue's per-client limit. Correctness never depends on the tag: the warehouse serialises the writers
+    of one client whatever tags their runs carry (`Warehouse._lock_client`).
+    """
+    clients = set(client_ids)
+    if settings.CLIENT_TAG in run_tags or len(clients) != 1:
+        return {}
+    return {settings.CLIENT_TAG: clients.pop()}
+
+
 def lookback_window(local_today: date, lookback_days: int) -> tuple[date, date]:
     """The last `lookback_days` complete local days, clamped to the first partition."""
     first = date.fromisoformat(settings.PARTITIONS_START_DATE)
@@ -259,7 +275,7 @@ def record_failures(
     for key in keys:
         previous = updated.get(key)
         same_kind = previous is not None and previous.non_transient == non_transient
-        count = previous.count + 1 if same_kind else 1
+        count = previous.count + 1 if same_kind and previous is not None else 1
         updated[key] = FailureMemory(count, failed_ts, non_transient, reason[:300])
     return updated
 

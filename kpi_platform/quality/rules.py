@@ -85,7 +85,7 @@ def _as_datetime(values: pd.Series) -> pd.Series:
     return out.dt.normalize()
 
 
-def _round(value: float, digits: int = 4) -> float | None:
+def _round(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits) if value is not None and math.isfinite(value) else None
 
 
@@ -547,7 +547,8 @@ def anomalies(
 class ReconciliationResult(RuleResult):
     rows_checked: int
     mismatches_by_column: dict[str, int]
-    max_abs_diff: dict[str, float]
+    #: None for a column whose largest difference is not finite.
+    max_abs_diff: dict[str, float | None]
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -566,11 +567,11 @@ def _compare(
     rule: str,
     date_column: str,
     money_tolerance: float,
-) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, float]]:
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, float | None]]:
     """Compare `<column>_obs` with `<column>_exp` in `merged`: money within `money_tolerance`, counts exactly."""
     culprits: list[dict[str, Any]] = []
     counts: dict[str, int] = {}
-    max_diff: dict[str, float] = {}
+    max_diff: dict[str, float | None] = {}
     for column in columns:
         obs = merged[f"{column}_obs"].astype("float64")
         exp = merged[f"{column}_exp"].astype("float64")

@@ -8,7 +8,7 @@ readable name, which is the `rule` of the failure report.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -235,9 +235,9 @@ def _report_rows(
     single_rows = pd.DataFrame(
         {
             "rule": single["check"],
-            "column": single["column"].where(~on_frame, None).where(~missing_column, single["failure_case"]),
+            "column": single["column"].where(~on_frame, None).where(~missing_column, single["failure_case"]),  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None
             "index": single["index"],
-            "failure_value": single["failure_case"].where(~missing_column, None),
+            "failure_value": single["failure_case"].where(~missing_column, None),  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None
         }
     )
     # Row-level checks come back melted, one row per column of the failing row: keep the rule's own column.
@@ -251,7 +251,7 @@ def _report_rows(
             "rule": picked["check"],
             "column": picked["column"].where(~unique, ",".join(schema.unique or ())),
             "index": picked["index"],
-            "failure_value": picked["failure_case"].where(~unique, None),
+            "failure_value": picked["failure_case"].where(~unique, None),  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None
         }
     )
     rows = [part for part in (single_rows, row_rows) if not part.empty]
@@ -308,7 +308,7 @@ def sample_failures(failures: pd.DataFrame, n: int = 20) -> list[dict[str, Any]]
     order = failures.groupby("rule", sort=False).cumcount()
     picked = failures.assign(_turn=order.to_numpy()).sort_values("_turn", kind="stable").head(n)
     picked = picked.drop(columns="_turn").sort_index()
-    return [{k: json_value(v) for k, v in rec.items()} for rec in picked.to_dict("records")]
+    return [{str(k): json_value(v) for k, v in rec.items()} for rec in picked.to_dict("records")]
 
 
 class ContractViolation(ValueError):
@@ -354,6 +354,15 @@ class ContractViolation(ValueError):
 
 
 # --- one collection ---------------------------------------------------------------------------------------------
+
+
+class _RunChecks(TypedDict):
+    """The run-specific arguments of `_with_run_checks`."""
+
+    client_id: str
+    start: date
+    end: date
+    currency: str
 
 
 def _with_run_checks(
@@ -435,10 +444,10 @@ def validate_collection(
     day of the range (`days_complete`; twice is `unique_key`); and the campaign rows summed per day equal the
     totals (`campaigns_reconcile`, only judged when both frames have their columns and types right).
     """
-    kwargs = {"client_id": client_id, "start": start, "end": end, "currency": currency}
+    run = _RunChecks(client_id=client_id, start=start, end=end, currency=currency)
     parts = [
-        schema_failures(campaigns, _with_run_checks(CampaignDaySchema, **kwargs)),
-        schema_failures(totals, _with_run_checks(ClientDaySchema, **kwargs)),
+        schema_failures(campaigns, _with_run_checks(CampaignDaySchema, **run)),
+        schema_failures(totals, _with_run_checks(ClientDaySchema, **run)),
         _missing_days(totals, client_id=client_id, start=start, end=end),
     ]
     structural = [

@@ -129,7 +129,7 @@ def evaluate_warehouse_checks(
     last_day: dict[str, date | None] = {cid: None for cid in ids}
     if len(days):
         for cid, day in days.groupby("client_id")["kpi_date"].max().items():
-            last_day[cid] = day
+            last_day[str(cid)] = day  # the client ids are str; pandas types group keys as Hashable
     local_now = {c.id: now_utc.astimezone(ZoneInfo(c.timezone)) for c in active}
     deadlines = {c.id: c.settings.freshness_deadline_hour for c in active}
     outcomes.append(

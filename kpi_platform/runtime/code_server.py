@@ -52,7 +52,8 @@ def _serve_children_here() -> None:
     from kpi_platform.runtime import dagster_private
 
     server = dagster_private.grpc_server_module()
-    server.get_python_environment_entry_point = lambda executable: [executable, "-m", ENTRY_MODULE]
+    # Set in the module's namespace: the module is imported by name, so its attributes are unknown to mypy.
+    vars(server)["get_python_environment_entry_point"] = lambda executable: [executable, "-m", ENTRY_MODULE]
 
 
 def served_modules(argv: Sequence[str]) -> list[str]:

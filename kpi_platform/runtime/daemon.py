@@ -43,7 +43,8 @@ def set_backfill_interval(seconds: int) -> None:
 
     dagster_private.check_backfill_interval_hook()
     _, controller = dagster_private.backfill_daemon_modules()
-    controller.DEFAULT_DAEMON_INTERVAL_SECONDS = seconds
+    # Set in the module's namespace: the module is imported by name, so its attributes are unknown to mypy.
+    vars(controller)["DEFAULT_DAEMON_INTERVAL_SECONDS"] = seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,10 +89,10 @@ def _require(condition: bool, what: str, fallback: str) -> None:
         raise DagsterUpgradeError(f"Dagster {dagster.__version__}: {what}; {fallback}")
 
 
-def check_forkserver_hook(server_module: object | None = None) -> None:
+def check_forkserver_hook(server_module: ModuleType | None = None) -> None:
     """The code server's hook: `DagsterApiServer` starts run workers from `self._mp_ctx`."""
     server = server_module if server_module is not None else grpc_server_module()
-    api_server = server.DagsterApiServer  # type: ignore[attr-defined]
+    api_server = server.DagsterApiServer
     sources = inspect.getsource(api_server.__init__) + inspect.getsource(api_server.StartRun)
     _require(
         "self._mp_ctx = " in sources and "self._mp_ctx.Process(" in sources,

@@ -74,7 +74,7 @@ class _Pooled:
         pooled_engine(self)
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value):  # type: ignore[override]
+    def from_config_value(cls, inst_data, config_value):
         # dagster-postgres builds its own class here, not `cls`.
         return cls(**_arguments(inst_data, config_value))
 

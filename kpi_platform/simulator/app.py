@@ -204,8 +204,8 @@ class MetaSimulator:
                     return self._respond(
                         start_response, 200, truncated, account_id=account_id, throttled=False
                     )
-                if fault is not None:
-                    error = GraphError.of(fault)  # type: ignore[arg-type]
+                if isinstance(fault, int | tuple):  # a Graph error code or (code, subcode)
+                    error = GraphError.of(fault)
                     self._record_fault(error.label)
                     raise error
             status, body = 200, self._dispatch(kind, match, request)
@@ -376,7 +376,7 @@ class MetaSimulator:
             raise GraphError(100, 33, message=UNSUPPORTED.format(method="get", object=run_id))
         return run
 
-    def _status(self, run: ReportRun) -> tuple[str, int]:
+    def _status(self, run: ReportRun) -> tuple[settings.AsyncStatus, int]:
         return report_status(
             run,
             polls_to_complete=self.config.async_polls_to_complete,

@@ -278,7 +278,9 @@ class ReportRun:
     polls: int = 0
 
 
-def report_status(run: ReportRun, *, polls_to_complete: int, stuck: bool, fail: bool) -> tuple[str, int]:
+def report_status(
+    run: ReportRun, *, polls_to_complete: int, stuck: bool, fail: bool
+) -> tuple[settings.AsyncStatus, int]:
     """(async_status, async_percent_completion) after `run.polls` polls.
 
     "Job Not Started" on the first poll, then "Job Running" with a rising percentage, then "Job Completed" on poll
@@ -293,7 +295,7 @@ def report_status(run: ReportRun, *, polls_to_complete: int, stuck: bool, fail: 
     return "Job Running", round(100 * (run.polls - 1) / max(1, polls_to_complete - 1))
 
 
-def report_run_body(run: ReportRun, status: str, percent: int) -> dict[str, Any]:
+def report_run_body(run: ReportRun, status: settings.AsyncStatus, percent: int) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": run.id,
         "account_id": run.query.account_id,

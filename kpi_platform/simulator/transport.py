@@ -109,7 +109,7 @@ class SimulatorAdapter(requests.adapters.BaseAdapter):
         response.raw = io.BytesIO(body)
         response.url = request.url or ""
         response.request = request
-        response.connection = self
+        response.connection = self  # type: ignore[assignment]  # typed HTTPAdapter; requests only calls .send()
         return response
 
     def close(self) -> None:
@@ -129,6 +129,9 @@ def mount_simulator(
 
 
 class _FaultAwareHandler(ServerHandler):
+    #: The request handler this handler answers for (set right after construction).
+    request_handler: WSGIRequestHandler
+
     def handle_error(self) -> None:
         fault = sys.exc_info()[1]
         if not isinstance(fault, TransportFault):
@@ -143,6 +146,9 @@ class _FaultAwareHandler(ServerHandler):
 class _QuietRequestHandler(WSGIRequestHandler):
     """wsgiref's handler without access logs (URLs carry the access token) and with transport faults."""
 
+    #: Always the `_ThreadingWSGIServer` it is served by.
+    server: WSGIServer
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -154,10 +160,16 @@ class _QuietRequestHandler(WSGIRequestHandler):
         if not self.parse_request():
             return
         handler = _FaultAwareHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
+            self.rfile,
+            self.wfile,  # type: ignore[arg-type]  # typeshed wants IO[bytes]; wsgiref's own handle() passes this
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=True,
         )
         handler.request_handler = self
-        handler.run(self.server.get_app())
+        app = self.server.get_app()
+        assert app is not None, "_make_server sets the simulator's app before serving"
+        handler.run(app)
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):

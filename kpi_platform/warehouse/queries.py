@@ -96,7 +96,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     objects = frame.astype(object)
-    return objects.where(frame.notna(), None).to_dict("records")
+    return objects.where(frame.notna(), None).to_dict("records")  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None, which pandas accepts
 
 
 def open_reader() -> Warehouse:
@@ -108,8 +108,8 @@ def open_reader() -> Warehouse:
 # --- Argument checks --------------------------------------------------------------------------------------------
 
 
-def parse_date(value: date | str, *, name: str) -> date:
-    """A `date` or a 'YYYY-MM-DD' string as a date; InvalidQueryError otherwise."""
+def parse_date(value: object, *, name: str) -> date:
+    """A `date` or a 'YYYY-MM-DD' string as a date; InvalidQueryError for anything else."""
     if isinstance(value, datetime):
         raise InvalidQueryError(
             f"{name} must be a date or 'YYYY-MM-DD', got a datetime ({value.isoformat()})"
@@ -304,7 +304,7 @@ def _period_expression(column: sa.ColumnElement, grain: str, dialect: str) -> sa
     if grain == "daily":
         return column
     if dialect == "postgresql":
-        unit = sa.literal_column("'week'" if grain == "weekly" else "'month'")
+        unit: sa.ColumnClause[Any] = sa.literal_column("'week'" if grain == "weekly" else "'month'")
         return sa.cast(sa.func.date_trunc(unit, sa.cast(column, sa.DateTime)), sa.Date)
     if grain == "weekly":
         # 'weekday 0' moves forward to Sunday (or stays); six days back is the ISO week's Monday.
@@ -374,7 +374,9 @@ def _read_frame(conn: sa.Connection, query: sa.Select) -> pd.DataFrame:
     }
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     buffer = io.StringIO()
-    cursor = conn.connection.driver_connection.cursor()
+    driver_connection = conn.connection.driver_connection
+    assert driver_connection is not None, "an open Connection has a DB-API connection"
+    cursor = driver_connection.cursor()
     try:
         # A month of 1,000 clients sorts in memory instead of spilling to disk (the default is 4 MB); LOCAL
         # ends with the transaction, which the pool rolls back when the connection is returned.

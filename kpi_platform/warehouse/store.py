@@ -3,12 +3,18 @@
 Every write is one transaction. A client × date-range write deletes the range and inserts the new rows, so a
 re-run leaves identical rows and a failure leaves the previous ones. Frames are checked before the database is
 touched; on PostgreSQL rows are loaded with COPY inside the same transaction.
+
+Writers of one client are serialised here, whoever launched them (schedule, gap healer, UI backfill, CLI): every
+transaction that replaces a client's rows first takes that client's lock (`client_lock_key`, a PostgreSQL
+transaction-scoped advisory lock; on SQLite the database write lock taken at BEGIN IMMEDIATE), so a second writer
+of the same client waits for the first to commit and then replaces its rows, instead of failing on the primary key.
 """
 
 from __future__ import annotations
 
 import calendar
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -45,6 +51,8 @@ WAL_SWITCH_ATTEMPTS = 20
 PG_MIGRATION_LOCK_KEY = 7_390_001
 PG_CLIENTS_LOCK_KEY = 7_390_002
 PG_METRICS_LOCK_KEY = 7_390_003
+#: BLAKE2b personalisation of the per-client lock keys (`client_lock_key`); changing it changes every key.
+CLIENT_LOCK_PERSON = b"kpi-client-lock"
 #: NULL marker of the COPY CSV stream; an unquoted empty field then stays an empty string.
 COPY_NULL = r"\N"
 VERSION_TABLE = "alembic_version"
@@ -58,6 +66,12 @@ _SQLITE_BEGIN_OPTION = "kpi_sqlite_begin"
 
 
 
+@overload
+def as_utc(value: datetime | str) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | str | None) -> datetime | None: ...
 def as_utc(value: datetime | str | None) -> datetime | None:
     """A timestamp read back from the warehouse, as an aware UTC datetime: SQLite returns naive timestamps (stored
     in UTC), or text from an aggregate; PostgreSQL aware ones."""
@@ -220,6 +234,15 @@ def head_revision() -> str:
     return head
 
 
+def client_lock_key(client_id: str) -> int:
+    """The PostgreSQL advisory lock key serialising the writers of one client: a signed 64-bit integer from
+    BLAKE2b of the client id, the same in every process, host and Python version (Python's `hash()` of a str is
+    salted per process, so two runs would lock different keys). Keys of different clients collide with odds of
+    about 2^-64; a collision would only make those two clients wait for each other."""
+    digest = hashlib.blake2b(client_id.encode("utf-8"), digest_size=8, person=CLIENT_LOCK_PERSON).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _is_sqlite_locked(exc: sa.exc.OperationalError) -> bool:
     return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
 
@@ -284,7 +307,7 @@ def _to_dates(values: pd.Series, what: str) -> pd.Series:
 
 
 def _prepare_frame(
-    frame: pd.DataFrame, table: sa.Table, *, name: str, client_id: str, start: date, end: date
+    frame: pd.DataFrame | None, table: sa.Table, *, name: str, client_id: str, start: date, end: date
 ) -> pd.DataFrame:
     """Check a frame against its table and the range being replaced; return it with table-typed columns.
 
@@ -341,7 +364,7 @@ def _prepare_frame(
         if _is_number(column):
             if _numpy_kind(values) in ("i", "u"):
                 # numpy integers: finite, whole and never missing; only the width may change.
-                wanted = "int64" if _is_integer(column) else "float64"
+                wanted: Literal["int64", "float64"] = "int64" if _is_integer(column) else "float64"
                 if values.dtype != wanted:
                     out[column.name] = values.astype(wanted)
                 continue
@@ -372,9 +395,15 @@ def _prepare_frame(
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Plain Python values for executemany: None for NaN/NaT, int/float instead of numpy scalars."""
     objects = frame.astype(object)
-    return objects.where(frame.notna(), None).to_dict("records")
+    return objects.where(frame.notna(), None).to_dict("records")  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None, which pandas accepts
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
+@overload
+def _utc(value: datetime | None) -> datetime | None: ...
 def _utc(value: datetime | None) -> datetime | None:
     """Timestamps come back naive from SQLite (stored in UTC) and aware from PostgreSQL."""
     if value is None:
@@ -566,6 +595,26 @@ class Warehouse:
         if self.is_postgres:
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
+    def _lock_client(self, conn: sa.Connection, client_id: str) -> None:
+        """Take the client's write lock until the transaction ends; the first statement of every transaction that
+        replaces a client's rows.
+
+        PostgreSQL: a transaction-scoped advisory lock on `client_lock_key(client_id)`; a second writer of the same
+        client waits here (no timeout: the first writer's transaction is bounded) and logs that it waits. Without it,
+        two writers of one client × range both delete and both insert, and the later commit fails on the primary
+        key. SQLite: nothing more to take, `_write` began with the database write lock (BEGIN IMMEDIATE, waiting
+        up to the busy timeout).
+        """
+        if not self.is_postgres:
+            return
+        key = client_lock_key(client_id)
+        if conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key))).scalar():
+            return
+        logger.info("waiting for another writer of client %s to commit (advisory lock %d)", client_id, key)
+        started = time.perf_counter()
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        logger.info("client %s: lock taken after %.1f s", client_id, time.perf_counter() - started)
+
     # --- migrations ---
 
     def current_revision(self) -> str | None:
@@ -662,13 +711,13 @@ class Warehouse:
         if active_only:
             query = query.where(table.c.active.is_(True))
         with self._engine.connect() as conn:
-            return [_client_out(row._mapping) for row in conn.execute(query)]
+            return [_client_out(row._asdict()) for row in conn.execute(query)]
 
     def get_client(self, client_id: str) -> dict[str, Any] | None:
         table = schema.clients
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c.client_id == client_id)).first()
-        return None if row is None else _client_out(row._mapping)
+        return None if row is None else _client_out(row._asdict())
 
     # --- daily KPIs ---
 
@@ -687,6 +736,8 @@ class Warehouse:
         inserts the given rows, so re-running with the same frames leaves identical rows, a restatement drops
         campaigns that disappeared, and any failure leaves the previous rows. Rows of another client or outside
         the range are rejected with ValueError before the database is touched. The client must be registered.
+        Concurrent writers of the same client wait for each other (`_lock_client`), so two runs over the same
+        range both succeed and leave the rows of the one that committed last.
         """
         if end < start:
             raise ValueError(f"range for client {client_id!r} ends ({end}) before it starts ({start})")
@@ -708,6 +759,7 @@ class Warehouse:
         )
         started = time.perf_counter()
         with self._write() as conn:
+            self._lock_client(conn, client_id)
             for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
                 conn.execute(
                     sa.delete(table).where(
@@ -743,7 +795,9 @@ class Warehouse:
         # Identifiers come from the table metadata; the values travel in the COPY stream, never in the SQL.
         statement = f"COPY {preparer.format_table(table)} ({columns}) FROM STDIN WITH (FORMAT csv, NULL '{COPY_NULL}')"
         dbapi_error = conn.dialect.loaded_dbapi.Error
-        cursor = conn.connection.driver_connection.cursor()
+        driver_connection = conn.connection.driver_connection
+        assert driver_connection is not None, "an open Connection has a DB-API connection"
+        cursor = driver_connection.cursor()
         try:
             cursor.copy_expert(statement, _CsvStream(frame), size=COPY_READ_SIZE)
         except dbapi_error as exc:
@@ -836,7 +890,8 @@ class Warehouse:
     def upsert_monthly_summary(self, row: Mapping[str, Any]) -> None:
         """Insert or replace one client_monthly_kpis row by (client_id, month) in one transaction.
 
-        `month` must be the first day of the month; NaN becomes NULL; computed_at defaults to now.
+        `month` must be the first day of the month; NaN becomes NULL; computed_at defaults to now. Serialised
+        with the client's other writers (`_lock_client`), so two summaries of one month never collide.
         """
         table = schema.client_monthly_kpis
         unknown = set(row) - set(table.columns.keys())
@@ -859,6 +914,7 @@ class Warehouse:
                 f"monthly summary of {values.get('client_id')!r} {month}: required columns {missing} missing"
             )
         with self._write() as conn:
+            self._lock_client(conn, values["client_id"])
             conn.execute(
                 sa.delete(table).where(table.c.client_id == values["client_id"], table.c.month == month)
             )

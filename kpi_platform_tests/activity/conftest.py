@@ -1,39 +1,12 @@
-"""Fixtures for platform activity tests: application databases with rows at chosen created_at moments."""
+"""Fixtures for platform activity tests: application databases on either backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
-from kpi_platform.activity import demo
-from kpi_platform_tests.conftest import create_temp_database
-
-
-def fill_app_db(url: str, created: Mapping[str, Sequence[datetime]]) -> None:
-    """Create profiles/posts/comments and insert one row per created_at moment given for each table."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            demo._metadata.create_all(conn)
-            for name, moments in created.items():
-                table = demo._metadata.tables[name]
-                rows = []
-                for n, moment in enumerate(moments, start=1):
-                    row = {"id": n, "created_at": moment}
-                    if name == "profiles":
-                        row["username"] = f"u{n}"
-                    else:
-                        row.update(profile_id=1, body="x")
-                        if name == "comments":
-                            row["post_id"] = 1
-                    rows.append(row)
-                if rows:
-                    conn.execute(table.insert(), rows)
-    finally:
-        engine.dispose()
+from kpi_platform_tests.support.postgres import temp_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,8 +15,5 @@ def app_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.sqlite'}"
     else:
-        url, drop = create_temp_database("kpi_app")
-        try:
+        with temp_database("kpi_app") as url:
             yield url
-        finally:
-            drop()

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from kpi_platform.activity import AppDatabase, AppDatabaseError, ensure_demo_app_db, generate_demo_app_db
-from kpi_platform_tests.activity.conftest import fill_app_db
+from kpi_platform_tests.support.app_db import fill_app_db
 
 JAN_1, JAN_3 = date(2026, 1, 1), date(2026, 1, 3)
 LATER = datetime(2026, 2, 1, tzinfo=UTC)

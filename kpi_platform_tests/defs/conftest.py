@@ -1,65 +1,22 @@
-"""Fixtures for Dagster-level tests: a temporary instance, clients file and warehouse, all under tmp_path."""
+"""Fixtures for Dagster-level tests: a temporary instance, clients file and warehouse, all under tmp_path.
+
+Every test here builds Definitions or a Dagster instance, so all of them run without Dagster's current defs-state
+storage (see `no_current_defs_state_storage` in the top-level conftest).
+"""
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date
 
-import dagster as dg
 import pytest
 
-from kpi_platform.cli.quickstart import sync_clients
-from kpi_platform.clients import load_clients
-from kpi_platform.definitions import build_defs
-from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
-from kpi_platform.operations.plans import CollectionRequest
-from kpi_platform.warehouse import Warehouse
-
-CLIENTS_YAML = textwrap.dedent(
-    """
-    clients:
-      - {id: acme, name: Acme, ad_account_id: act_100000000001, currency: EUR, timezone: Europe/Warsaw}
-      - {id: globex, name: Globex, ad_account_id: act_100000000002, currency: PLN, timezone: Europe/Warsaw}
-    """
-)
+from kpi_platform_tests.support.platform import Platform, make_platform
+from kpi_platform_tests.support.postgres import temp_database
 
 
-@dataclass
-class Platform:
-    instance: dg.DagsterInstance
-    warehouse: Warehouse
-    warehouse_url: str
-
-    def defs(self, **meta_overrides) -> dg.Definitions:
-        return build_defs(
-            resources={
-                "warehouse": WarehouseResource(url=self.warehouse_url),
-                "meta_api": MetaApiResource(**meta_overrides),
-            }
-        )
-
-    def collect(self, client_id: str, start: date, end: date, **meta_overrides) -> dg.ExecuteInProcessResult:
-        job = self.defs(**meta_overrides).resolve_job_def("daily_collection_job")
-        tags = CollectionRequest(client_id, start, end, run_key="", reason="test").tags()
-        return job.execute_in_process(instance=self.instance, tags=tags, raise_on_error=False)
-
-
-def make_platform(tmp_path, monkeypatch, warehouse_url: str) -> Iterator[Platform]:
-    clients_file = tmp_path / "clients.yaml"
-    clients_file.write_text(CLIENTS_YAML, encoding="utf-8")
-    monkeypatch.setenv("KPI_CLIENTS_FILE", str(clients_file))
-    monkeypatch.setenv("KPI_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("KPI_WAREHOUSE_URL", warehouse_url)
-    monkeypatch.delenv("KPI_META_API_URL", raising=False)
-    monkeypatch.delenv("KPI_SIMULATOR_FAULTS", raising=False)
-    warehouse = Warehouse(warehouse_url)
-    warehouse.migrate()
-    with dg.instance_for_test() as instance:
-        sync_clients(instance=instance, clients=load_clients(clients_file), warehouse=warehouse)
-        yield Platform(instance, warehouse, warehouse_url)
-    warehouse.dispose()
+@pytest.fixture(autouse=True)
+def _defs_state_storage(no_current_defs_state_storage) -> None:
+    """`no_current_defs_state_storage` for every test in this directory."""
 
 
 @pytest.fixture
@@ -69,14 +26,9 @@ def platform(tmp_path, monkeypatch) -> Iterator[Platform]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def platform_any(request, tmp_path, monkeypatch) -> Iterator[Platform]:
-    """The same platform with the warehouse on SQLite and on PostgreSQL."""
+    """The same platform with the warehouse on SQLite and on PostgreSQL (a copy of the migrated template)."""
     if request.param == "sqlite":
         yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
         return
-    from kpi_platform_tests.conftest import create_temp_database
-
-    url, drop = create_temp_database()
-    try:
+    with temp_database(template=request.getfixturevalue("pg_template")) as url:
         yield from make_platform(tmp_path, monkeypatch, url)
-    finally:
-        drop()

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import sqlalchemy as sa
 
-from kpi_platform.defs.alerting import alert_sync_sensor, collection_failure_alert_sensor
+from kpi_platform.defs.alerting import alert_sync_sensor
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.warehouse import schema
-from kpi_platform_tests.sinks import slack_sink
-
-
-def texts(sink) -> list[str]:
-    return [body["text"] for body in sink.bodies("/slack")]
+from kpi_platform_tests.support.alert_sensors import collect_a_month_with_a_lost_day, run_failure_tick, texts
+from kpi_platform_tests.support.sinks import slack_sink
 
 
 def sync(platform, defs):
@@ -24,19 +19,6 @@ def sync(platform, defs):
         resources={"warehouse": WarehouseResource(url=platform.warehouse_url)},
     )
     return alert_sync_sensor(context)
-
-
-def run_failure_tick(platform, result):
-    run = platform.instance.get_run_by_id(result.run_id)
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name="collection_failure_alert_sensor",
-        dagster_event=failure,
-        dagster_instance=platform.instance,
-        dagster_run=run,
-        resources={"warehouse": WarehouseResource(url=platform.warehouse_url)},
-    ).for_run_failure()
-    collection_failure_alert_sensor(context)
 
 
 def test_token_failure_alerts_once_and_resolves_after_healing(platform, monkeypatch):
@@ -61,18 +43,6 @@ def test_token_failure_alerts_once_and_resolves_after_healing(platform, monkeypa
         sync(platform, defs)
         messages = texts(sink)
         assert len(messages) == 2 and "resolved" in messages[1].lower()
-
-
-def collect_a_month_with_a_lost_day(platform) -> date:
-    """30 days for acme and globex, then one of acme's days deleted from the warehouse; returns that day."""
-    today = datetime.now(UTC).date()
-    for client_id in ("acme", "globex"):
-        assert platform.collect(client_id, today - timedelta(days=31), today - timedelta(days=1)).success
-    gone = today - timedelta(days=4)
-    with platform.warehouse.engine.begin() as conn:
-        for table in (schema.campaign_daily_kpis, schema.client_daily_kpis):
-            conn.execute(sa.delete(table).where(table.c.client_id == "acme", table.c.kpi_date == gone))
-    return gone
 
 
 def test_failed_check_alerts_once_and_resolves(platform, monkeypatch):

@@ -25,7 +25,7 @@ from kpi_platform.operations.plans import (
     TRANSIENT_COOLDOWN_S,
     CollectionRequest,
 )
-from kpi_platform_tests.defs.conftest import CLIENTS_YAML
+from kpi_platform_tests.support.platform import CLIENTS_YAML
 
 #: 10:00 in Warsaw (CET): the 06:00 collection of the 19th has run, so the 19th is the clients' last due day.
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

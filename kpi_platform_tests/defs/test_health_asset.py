@@ -8,7 +8,7 @@ import dagster as dg
 
 from kpi_platform.defs.health import HEALTH_REPORT, health_report_schedule
 from kpi_platform.warehouse import schema
-from kpi_platform_tests.test_health import beat
+from kpi_platform_tests.support.heartbeats import beat
 
 
 def defs_with_health(platform) -> dg.Definitions:

@@ -1,6 +1,6 @@
 """End to end on the production profile: code server, webserver and daemon as real processes on PostgreSQL
 (deploy/dagster.yaml, deploy/workspace.yaml), the Meta simulator over HTTP, a UI backfill launched through GraphQL,
-gap healing under the daemon, and no process left behind."""
+gap healing under the daemon, a UI backfill overlapping a client's scheduled run, and no process left behind."""
 
 from __future__ import annotations
 
@@ -40,9 +40,11 @@ from kpi_platform.cli.supervisor import (
 from kpi_platform.clients import load_clients
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
-from kpi_platform.warehouse import Warehouse
-from kpi_platform_tests.conftest import create_temp_database
-from kpi_platform_tests.e2e.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
+from kpi_platform.operations.plans import CollectionRequest
+from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform_tests.support.client_lock import hold_client_lock, sessions_waiting_for_client_lock
+from kpi_platform_tests.support.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
+from kpi_platform_tests.support.postgres import create_temp_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -94,7 +96,7 @@ class Production:
 
 
 @pytest.fixture
-def production(tmp_path, monkeypatch) -> Iterator[Production]:
+def production(tmp_path, monkeypatch, pg_admin_url) -> Iterator[Production]:
     dagster_url, drop_dagster = create_temp_database("kpi_e2e_dagster")
     warehouse_url, drop_warehouse = create_temp_database("kpi_e2e_warehouse")
     clients_file = tmp_path / "clients.yaml"
@@ -185,7 +187,7 @@ def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Pro
     stack = LocalStack(
         env=production.env,
         with_simulator=True,
-        module="kpi_platform_tests.e2e.e2e_defs",
+        module="kpi_platform_tests.support.e2e_defs",
         log_dir=production.log_dir,
         cwd=PROJECT_ROOT,
     )
@@ -394,3 +396,183 @@ def test_migrate_applies_everything_once_on_the_production_home(production: Prod
     assert snapshots[0][0] and snapshots[0][1]
     assert snapshots[1] == snapshots[0]
     assert (production.home / "dagster.yaml").read_bytes() == (deploy_dir() / "dagster.yaml").read_bytes()
+
+
+REPOSITORY = {"repositoryName": "__repository__", "repositoryLocationName": settings.CODE_LOCATION_NAME}
+#: Sensors that would start runs of their own during the overlap test (healing the other clients' days, the
+#: warehouse-wide checks); the alert sensors keep running.
+SENSORS_OUTSIDE_THE_OVERLAP = (GAP_HEALING_SENSOR, "checks_after_collection_sensor")
+OVERLAP_DAYS = 3
+
+
+def stop_schedules(webserver: Webserver) -> list[str]:
+    """Stop every running schedule of the code location, as the UI's toggles do; their names."""
+    data = webserver.query(
+        """query($r: RepositorySelector!) { schedulesOrError(repositorySelector: $r) {
+             __typename ... on Schedules { results { name scheduleState { id status } } } } }""",
+        {"r": REPOSITORY},
+    )["schedulesOrError"]
+    assert data["__typename"] == "Schedules", data
+    stopped = []
+    for schedule in data["results"]:
+        if schedule["scheduleState"]["status"] != "RUNNING":
+            continue
+        result = webserver.query(
+            "mutation($id: String!) { stopRunningSchedule(id: $id) { __typename } }",
+            {"id": schedule["scheduleState"]["id"]},
+        )["stopRunningSchedule"]
+        assert result["__typename"] == "ScheduleStateResult", result
+        stopped.append(schedule["name"])
+    return stopped
+
+
+def launch_job_run(webserver: Webserver, job_name: str, tags: dict[str, str]) -> str:
+    """Submit a run of `job_name` with `tags` through the run queue, as a schedule's RunRequest is; its id."""
+    result = webserver.query(
+        """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename
+             ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+             ... on RunConfigValidationInvalid { errors { message } } } }""",
+        {
+            "p": {
+                "selector": {**REPOSITORY, "jobName": job_name},
+                "runConfigData": {},
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+        },
+    )["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return str(result["run"]["runId"])
+
+
+def latest_tick_timestamp(webserver: Webserver, sensor_name: str) -> float:
+    data = webserver.query(
+        """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+             ... on Sensor { sensorState { ticks(limit: 1) { timestamp } } } } }""",
+        {"s": {**REPOSITORY, "sensorName": sensor_name}},
+    )["sensorOrError"]
+    ticks = data["sensorState"]["ticks"]
+    return float(ticks[0]["timestamp"]) if ticks else 0.0
+
+
+def test_a_ui_backfill_overlapping_the_clients_scheduled_run_waits_and_both_succeed(production: Production):
+    """A client's scheduled range run (the schedule's tags, kpi/client included) and a UI backfill of the same
+    client × days run at once: the backfill's run carries no kpi/client tag when queued, so the queue's per-client
+    limit does not keep them apart. Both reach their warehouse write while the test holds the client's lock (as a
+    slow writer would); both wait for it, then write one after the other and succeed. No run fails, no alert is
+    raised, the rows are those of one run, and the backfill's run tagged itself with its client.
+
+    Without the warehouse's per-client lock the two runs would never wait here (the test times out waiting for
+    them) and, writing at once, one of them would fail on pk_campaign_daily_kpis."""
+    instance, warehouse = production.instance, production.warehouse
+    warehouse.migrate()
+    clients = load_clients(Path(production.env[settings.ENV_CLIENTS_FILE]))
+    sync_clients(instance=instance, clients=clients, warehouse=warehouse)
+    client_id = CLIENT_IDS[0]
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    start = yesterday - timedelta(days=OVERLAP_DAYS - 1)
+    days = [(start + timedelta(days=i)).isoformat() for i in range(OVERLAP_DAYS)]
+    keys = [f"{client_id}|{day}" for day in days]
+    scheduled_tags = CollectionRequest(
+        client_id, start, yesterday, run_key="e2e-overlap", reason="daily"
+    ).tags()
+    # A separate connection that really closes: a session must not keep the lock in a pool after the test.
+    holder = sa.create_engine(warehouse.engine.url, poolclass=sa.pool.NullPool)
+
+    stack = LocalStack(
+        env=production.env,
+        with_simulator=True,
+        module="kpi_platform_tests.support.e2e_defs",
+        log_dir=production.log_dir,
+        cwd=PROJECT_ROOT,
+    )
+    started = time.monotonic()
+    try:
+        stack.start_servers()
+        for name in SENSORS_OUTSIDE_THE_OVERLAP:
+            set_sensor_running(stack.webserver, name, running=False)
+        assert stop_schedules(stack.webserver)
+
+        with holder.connect() as conn, conn.begin():
+            hold_client_lock(conn, client_id)
+            scheduled_run_id = launch_job_run(stack.webserver, "daily_collection_job", scheduled_tags)
+            backfill_id = stack.webserver.launch_asset_backfill(
+                asset_key=CLIENT_DAILY_KPIS.path, partition_keys=keys
+            )
+            stack.start_daemon()
+            wait_until(
+                lambda: sessions_waiting_for_client_lock(warehouse.engine, client_id) == 2,
+                timeout_s=180,
+                what="both runs to wait for the client's lock at their write",
+                interval_s=0.5,
+                supervisor=stack.supervisor,
+            )
+            overlapping = time.monotonic()
+            in_progress = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            (backfill_run,) = [r for r in in_progress if r.tags.get("dagster/backfill") == backfill_id]
+            assert {r.run_id for r in in_progress} == {scheduled_run_id, backfill_run.run_id}
+            # Tagged when it started: too late for the queue, in time for "filter runs by client".
+            assert backfill_run.tags[settings.CLIENT_TAG] == client_id
+        # The holder's transaction has ended: the two writes go ahead, one after the other.
+
+        wait_until(
+            lambda: (
+                stack.webserver.backfill(backfill_id)["status"] in BACKFILL_DONE
+                and instance.get_run_by_id(scheduled_run_id).is_finished
+            ),
+            timeout_s=120,
+            what="both runs to finish",
+            interval_s=1.0,
+            supervisor=stack.supervisor,
+        )
+        finished = time.monotonic()
+        assert stack.webserver.backfill(backfill_id)["status"] == "COMPLETED_SUCCESS"
+        runs = list(instance.get_runs())
+        assert sorted(r.run_id for r in runs) == sorted([scheduled_run_id, backfill_run.run_id])
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
+        assert {r.tags[settings.CLIENT_TAG] for r in runs} == {client_id}
+        records = instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in runs]))
+        assert max(r.start_time for r in records) < min(r.end_time for r in records)  # they ran at once
+        assert materialization_counts(instance, keys) == Counter({key: 2 for key in keys})
+
+        # The rows are one run's: every day once, every campaign row once, all from the run that wrote last.
+        assert warehouse_days(warehouse) == [(client_id, day) for day in days]
+        with warehouse.engine.connect() as conn:
+            campaign = conn.execute(
+                sa.text(
+                    "select count(*), count(distinct (client_id, kpi_date, campaign_id)) from campaign_daily_kpis"
+                )
+            ).one()
+            written_by = {
+                row[0]
+                for table in ("campaign_daily_kpis", "client_daily_kpis")
+                for row in conn.execute(sa.text(f"select distinct run_id from {table}"))  # noqa: S608 - fixed
+            }
+        assert campaign[0] > 0 and campaign[0] == campaign[1]
+        assert len(written_by) == 1 and written_by <= {r.run_id for r in runs}
+
+        # No alert: the run-failure alert sensor has ticked since both runs ended, and nothing is stored.
+        ended = max(r.end_time for r in records)
+        wait_until(
+            lambda: latest_tick_timestamp(stack.webserver, "collection_failure_alert_sensor") > ended,
+            timeout_s=90,
+            what="a tick of collection_failure_alert_sensor after the runs",
+            interval_s=1.0,
+            supervisor=stack.supervisor,
+        )
+        with warehouse.engine.connect() as conn:
+            alerts = conn.execute(sa.select(schema.alert_state)).all()
+        assert alerts == []
+        assert instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])) == []
+        print(
+            f"overlap: both runs waiting {overlapping - started:.1f} s after start, "
+            f"both done {finished - overlapping:.1f} s after the release"
+        )
+    except BaseException:
+        print(process_tails(production.log_dir), file=sys.stderr)
+        raise
+    finally:
+        holder.dispose()
+        report = stack.stop()
+    assert marked_processes(stack.supervisor.marker) == []
+    assert report.stragglers == ()
+    assert report.forced == (), report

@@ -11,6 +11,9 @@ import pytest
 
 from kpi_platform.cli.supervisor import ProcessSpec, Supervisor, marked_processes, wait_until
 
+# Starts real process trees and signals them: run with the end-to-end layer (`pytest -m e2e`).
+pytestmark = pytest.mark.e2e
+
 PY = sys.executable
 
 

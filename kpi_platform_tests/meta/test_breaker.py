@@ -55,8 +55,8 @@ def outage(n: int = 0) -> TransientError:
 
 
 @pytest.fixture
-def warehouse(warehouse_url):
-    wh = Warehouse(warehouse_url)
+def warehouse(migrated_warehouse_url):
+    wh = Warehouse(migrated_warehouse_url)
     wh.migrate()
     yield wh
     wh.dispose()
@@ -193,8 +193,8 @@ def test_a_trial_claimed_for_a_call_that_never_goes_out_is_handed_back(guard, wa
     assert guard.get(API).state == "closed"
 
 
-def test_one_trial_at_a_time_across_processes(warehouse_url, clock):
-    first, second = Warehouse(warehouse_url), Warehouse(warehouse_url)
+def test_one_trial_at_a_time_across_processes(migrated_warehouse_url, clock):
+    first, second = Warehouse(migrated_warehouse_url), Warehouse(migrated_warehouse_url)
     try:
         first.migrate()
         guard_a, guard_b = BreakerGuard(first, clock=clock), BreakerGuard(second, clock=clock)
@@ -216,8 +216,8 @@ def test_one_trial_at_a_time_across_processes(warehouse_url, clock):
         second.dispose()
 
 
-def test_state_is_shared_between_processes(warehouse_url, clock):
-    first, second = Warehouse(warehouse_url), Warehouse(warehouse_url)
+def test_state_is_shared_between_processes(migrated_warehouse_url, clock):
+    first, second = Warehouse(migrated_warehouse_url), Warehouse(migrated_warehouse_url)
     try:
         first.migrate()
         guard_a, guard_b = BreakerGuard(first, clock=clock), BreakerGuard(second, clock=clock)

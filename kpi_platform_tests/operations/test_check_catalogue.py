@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from kpi_platform.clients import Client
 from kpi_platform.definitions import build_defs
@@ -17,6 +18,7 @@ from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks
 from kpi_platform.warehouse import Warehouse
 
 
+@pytest.mark.usefixtures("no_current_defs_state_storage")
 def test_the_code_location_has_exactly_the_catalogued_checks_with_their_descriptions():
     graph = build_defs().resolve_asset_graph()
     assert sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()) == catalogue_check_keys()

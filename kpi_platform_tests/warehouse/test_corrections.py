@@ -16,8 +16,8 @@ LATER = datetime(2026, 3, 9, tzinfo=UTC)
 
 
 @pytest.fixture
-def warehouse(warehouse_url) -> Iterator[Warehouse]:
-    wh = Warehouse(warehouse_url)
+def warehouse(migrated_warehouse_url) -> Iterator[Warehouse]:
+    wh = Warehouse(migrated_warehouse_url)
     wh.migrate()
     yield wh
     wh.dispose()

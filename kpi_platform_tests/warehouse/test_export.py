@@ -14,12 +14,12 @@ from kpi_platform.cli import command as cli
 from kpi_platform.warehouse import Warehouse
 from kpi_platform.warehouse.export import export
 from kpi_platform.warehouse.queries import InvalidQueryError
-from kpi_platform_tests.warehouse.test_queries import ACME_ROWS, client, metric_rows, span, store_days
+from kpi_platform_tests.support.warehouse_data import ACME_ROWS, client, metric_rows, span, store_days
 
 
 @pytest.fixture
-def warehouse(warehouse_url) -> Iterator[Warehouse]:
-    wh = Warehouse(warehouse_url)
+def warehouse(migrated_warehouse_url) -> Iterator[Warehouse]:
+    wh = Warehouse(migrated_warehouse_url)
     wh.migrate()
     wh.upsert_clients([client("acme"), client("cafe")])
     store_days(wh, "acme", ACME_ROWS)
@@ -97,8 +97,8 @@ def test_invalid_exports_write_nothing(warehouse, kwargs, message):
 
 
 @pytest.fixture
-def cli_env(warehouse, warehouse_url, monkeypatch):
-    monkeypatch.setenv("KPI_WAREHOUSE_URL", warehouse_url)
+def cli_env(warehouse, migrated_warehouse_url, monkeypatch):
+    monkeypatch.setenv("KPI_WAREHOUSE_URL", migrated_warehouse_url)
     return warehouse
 
 

@@ -40,8 +40,8 @@ from kpi_platform.warehouse.store import (
     alembic_config,
     head_revision,
 )
-from kpi_platform_tests.conftest import _admin_url, create_temp_database
-from kpi_platform_tests.defs.conftest import make_platform
+from kpi_platform_tests.support.platform import make_platform
+from kpi_platform_tests.support.postgres import admin_url, create_temp_database
 
 PASSWORDS = {"owner": "owner-secret", "writer": "writer-secret", "reader": "reader-secret"}
 DAY = date(2026, 3, 1)
@@ -79,7 +79,7 @@ def unique_names() -> RoleNames:
 
 
 def drop_roles(names: RoleNames) -> None:
-    engine = sa.create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+    engine = sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             for _, name in reversed(names.items()):
@@ -97,7 +97,7 @@ def migrate(url: str) -> None:
 
 
 @pytest.fixture
-def empty_db() -> Iterator[RoleDb]:
+def empty_db(pg_admin_url) -> Iterator[RoleDb]:
     """An empty database and unused role names; the roles are dropped after the database."""
     url, drop = create_temp_database("kpi_roles")
     names = unique_names()
@@ -333,6 +333,7 @@ def test_writer_forces_a_correction_only_through_the_audited_function(roles_db):
     assert audit[0].old_collected_at == TAKEN
 
 
+@pytest.mark.usefixtures("no_current_defs_state_storage")
 def test_the_platform_runs_end_to_end_with_the_writer(roles_db, tmp_path, monkeypatch):
     with contextmanager(make_platform)(tmp_path, monkeypatch, roles_db.writer_url) as platform:
         first = platform.collect("acme", date(2026, 1, 1), date(2026, 1, 31))

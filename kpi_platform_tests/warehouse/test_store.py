@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -39,7 +40,7 @@ def client_row(client_id: str = "acme", **overrides) -> dict:
     row = {
         "client_id": client_id,
         "name": f"{client_id.title()} Ltd",
-        "ad_account_id": f"act_{abs(hash(client_id)) % 10**9}",
+        "ad_account_id": f"act_{zlib.crc32(client_id.encode()) % 10**9}",  # stable across runs, unlike hash()
         "currency": "EUR",
         "timezone": "Europe/Prague",
         "active": True,
@@ -108,8 +109,8 @@ def daily_frame(campaigns: pd.DataFrame, *, client_id: str, dates: list[date]) -
 
 
 @pytest.fixture
-def warehouse(warehouse_url) -> Iterator[Warehouse]:
-    wh = Warehouse(warehouse_url)
+def warehouse(migrated_warehouse_url) -> Iterator[Warehouse]:
+    wh = Warehouse(migrated_warehouse_url)
     wh.migrate()
     wh.upsert_clients([client_row("acme"), client_row("bistro")])
     yield wh
@@ -477,11 +478,11 @@ def test_large_write_goes_through_copy_on_postgres(warehouse, monkeypatch):
     assert stored["impressions"].sum() == campaigns["impressions"].sum()
 
 
-def test_concurrent_writers_of_different_clients(warehouse_url, warehouse):
+def test_concurrent_writers_of_different_clients(migrated_warehouse_url, warehouse):
     errors: list[BaseException] = []
 
     def run(client_id: str) -> None:
-        wh = Warehouse(warehouse_url)
+        wh = Warehouse(migrated_warehouse_url)
         try:
             for offset in range(0, 20, 5):
                 window = days(date(2026, 1, 1) + timedelta(days=offset), 5)

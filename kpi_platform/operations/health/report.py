@@ -316,7 +316,7 @@ def _failed_check(spec: CheckSpec, exc: Exception, secrets: Iterable[str | None]
 
 
 
-def _number(name: str, value: float) -> float:
+def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"health metric {name!r} must be a finite number, got {value!r}")
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -18,7 +18,6 @@ from dagster._core.remote_origin import (  # PRIVATE: a QUEUED run needs a code-
     RegisteredCodeLocationOrigin,
     RemoteRepositoryOrigin,
 )
-from dagster._daemon.types import DaemonHeartbeat  # PRIVATE: the daemon's own record, no public constructor
 
 from kpi_platform.cli import command as cli
 from kpi_platform.definitions import defs
@@ -34,8 +33,12 @@ from kpi_platform.operations.health import (
 )
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import schema
-from kpi_platform_tests.conftest import create_temp_database
-from kpi_platform_tests.defs.conftest import Platform, make_platform
+from kpi_platform_tests.support.heartbeats import beat
+from kpi_platform_tests.support.platform import Platform, make_platform
+from kpi_platform_tests.support.postgres import temp_database
+
+# The report reads a Dagster instance and the code location's Definitions.
+pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
 
 # 12:00 UTC is 13:00 or 14:00 in Warsaw: past the 09:00 deadline, so yesterday is due for both clients.
 TODAY = datetime.now(UTC).date()
@@ -48,13 +51,10 @@ NEVER_RUN = dg.AssetCheckKey(dg.AssetKey(["platform", "probe"]), "never_run")
 
 @pytest.fixture
 def platform(request, tmp_path, monkeypatch) -> Iterator[Platform]:
-    """SQLite unless a test asks for `postgresql` (indirect parametrization)."""
+    """SQLite unless a test asks for `postgresql` (indirect parametrization): then a copy of the migrated template."""
     if getattr(request, "param", "sqlite") == "postgresql":
-        url, drop = create_temp_database()
-        try:
+        with temp_database(template=request.getfixturevalue("pg_template")) as url:
             yield from make_platform(tmp_path, monkeypatch, url)
-        finally:
-            drop()
     else:
         yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
 
@@ -98,13 +98,6 @@ def set_breaker(platform: Platform, name: str, state: str) -> None:
                 name=name, state=state, fail_counter=5, opened_at=NOW - timedelta(minutes=5), updated_at=NOW
             )
         )
-
-
-def beat(instance: dg.DagsterInstance, at: datetime, daemon_types: Sequence[str] | None = None) -> None:
-    """A heartbeat at `at` from each of `daemon_types` (default: every daemon the instance requires), as a running
-    `dagster-daemon` writes them."""
-    for daemon_type in instance.get_required_daemon_types() if daemon_types is None else daemon_types:
-        instance.add_daemon_heartbeat(DaemonHeartbeat(at.timestamp(), daemon_type, "test-daemon", None))
 
 
 def enqueue(instance: dg.DagsterInstance, job_name: str = "daily_collection_job") -> dg.DagsterRun:

@@ -17,8 +17,8 @@ TAKEN = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def warehouse(warehouse_url) -> Iterator[Warehouse]:
-    wh = Warehouse(warehouse_url)
+def warehouse(migrated_warehouse_url) -> Iterator[Warehouse]:
+    wh = Warehouse(migrated_warehouse_url)
     wh.migrate()
     yield wh
     wh.dispose()

@@ -14,7 +14,7 @@ from kpi_platform.runtime.daemon import (
     ENV_BACKFILL_INTERVAL,
     backfill_interval_s,
 )
-from kpi_platform_tests.test_code_server import run_in_fresh_python
+from kpi_platform_tests.support.fresh_python import run_in_fresh_python
 
 
 @pytest.mark.parametrize(("raw", "seconds"), [(None, DEFAULT_BACKFILL_INTERVAL_S), ("", 5), (" 12 ", 12), ("1", 1)])

@@ -18,7 +18,7 @@ from kpi_platform.operations.alerts import (
     channels_from_env,
 )
 from kpi_platform.warehouse import Warehouse
-from kpi_platform_tests.sinks import closed_port, smtp_sink, webhook_sink
+from kpi_platform_tests.support.sinks import closed_port, smtp_sink, webhook_sink
 
 SLACK_PATH = "/services/T0000/B0000/slackSecretToken0123456789"
 DISCORD_PATH = "/api/webhooks/1234/discordSecretToken0123456789abcdef"
@@ -95,9 +95,9 @@ def test_a_critical_alert_reaches_slack_discord_and_email(warehouse, sinks):
     assert mail.logins[0] == ("alerts@example.com", SMTP_PASSWORD)
 
 
-def test_one_message_per_problem_until_resolved(warehouse_url, sinks):
+def test_one_message_per_problem_until_resolved(migrated_warehouse_url, sinks):
     web, _ = sinks
-    warehouse = Warehouse(warehouse_url)
+    warehouse = Warehouse(migrated_warehouse_url)
     warehouse.migrate()
     try:
         notifier = Notifier.from_env(warehouse, environ=env_for(web.url, None))
@@ -171,9 +171,9 @@ def test_a_failing_channel_neither_raises_nor_stops_the_others(warehouse, sinks,
     assert "discordSecretToken" not in caplog.text
 
 
-def test_an_undelivered_alert_is_sent_on_the_next_raise(warehouse_url, sinks):
+def test_an_undelivered_alert_is_sent_on_the_next_raise(migrated_warehouse_url, sinks):
     web, _ = sinks
-    warehouse = Warehouse(warehouse_url)
+    warehouse = Warehouse(migrated_warehouse_url)
     warehouse.migrate()
     dead = f"http://127.0.0.1:{closed_port()}"
     assert Notifier.from_env(warehouse, environ=env_for(dead, None)).raise_alert(TOKEN_ALERT) is False
@@ -210,9 +210,9 @@ def test_secrets_never_reach_logs_or_messages(warehouse, sinks, caplog):
     assert "***" in web.bodies(SLACK_PATH)[0]["text"]
 
 
-def test_sync_opens_keeps_and_resolves_within_its_scope(warehouse_url, sinks):
+def test_sync_opens_keeps_and_resolves_within_its_scope(migrated_warehouse_url, sinks):
     web, _ = sinks
-    warehouse = Warehouse(warehouse_url)
+    warehouse = Warehouse(migrated_warehouse_url)
     warehouse.migrate()
     try:
         notifier = Notifier.from_env(warehouse, environ=env_for(web.url, None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from kpi_platform import settings
 from kpi_platform.clients import Client, ClientSettings
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.operations.plans import (
@@ -15,6 +16,7 @@ from kpi_platform.operations.plans import (
     failure_reports,
     healing_keys,
     lookback_window,
+    missing_client_tag,
     plan_daily_collection,
     plan_gap_healing,
     prune_failures,
@@ -165,3 +167,11 @@ def test_failure_memory_is_pruned_to_active_clients_inside_the_horizon():
         statuses={"acme|2026-11-18": "MATERIALIZED", "acme|2026-11-17": "FAILED"},
     )
     assert set(kept) == {"acme|2026-11-17", "acme|2026-11-20"}
+
+
+def test_a_run_of_one_client_without_the_client_tag_gets_it():
+    assert missing_client_tag({}, ["acme", "acme"]) == {settings.CLIENT_TAG: "acme"}
+    # A tag already there is kept as it is; a run over several clients (or none) stays untagged.
+    assert missing_client_tag({settings.CLIENT_TAG: "acme"}, ["acme"]) == {}
+    assert missing_client_tag({}, ["acme", "globex"]) == {}
+    assert missing_client_tag({}, []) == {}

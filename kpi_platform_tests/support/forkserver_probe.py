@@ -1,4 +1,4 @@
-"""Run in a worker of the code server's fork server (test_code_server.py): what was already imported there.
+"""Run in a worker of the code server's fork server (runtime/test_code_server.py): what was already imported there.
 
 Imports nothing itself, so what it reports was loaded by the fork server before the fork.
 """

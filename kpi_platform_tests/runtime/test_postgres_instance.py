@@ -19,8 +19,11 @@ from kpi_platform.cli.quickstart import sync_clients
 from kpi_platform.clients import load_clients
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.warehouse import Warehouse
-from kpi_platform_tests.conftest import create_temp_database
-from kpi_platform_tests.defs.conftest import CLIENTS_YAML, Platform
+from kpi_platform_tests.support.platform import CLIENTS_YAML, Platform
+from kpi_platform_tests.support.postgres import create_temp_database, postgres_storage
+
+# Runs on Dagster instances of its own.
+pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
 
 OCT_1, OCT_5 = date(2026, 10, 1), date(2026, 10, 5)
 COMPARED = [
@@ -35,25 +38,9 @@ COMPARED = [
 ]
 
 
-def postgres_storage(url: str) -> dict:
-    """Instance `storage` config for the database at `url`, in the `postgres_db` form with the psycopg2 scheme."""
-    parsed = sa.make_url(url)
-    return {
-        "postgres": {
-            "postgres_db": {
-                "hostname": parsed.host,
-                "port": parsed.port or 5432,
-                "username": parsed.username,
-                "password": parsed.password or "",
-                "db_name": parsed.database,
-                "scheme": "postgresql+psycopg2",
-            }
-        }
-    }
-
-
 @pytest.fixture(scope="module")
-def dagster_db_url() -> Iterator[str]:
+def dagster_db_url(pg_admin_url) -> Iterator[str]:
+    """An empty database for Dagster's own storage."""
     url, drop = create_temp_database("kpi_dagster")
     try:
         yield url
@@ -62,9 +49,9 @@ def dagster_db_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def pg_platform(dagster_db_url, tmp_path_factory) -> Iterator[Platform]:
+def pg_platform(dagster_db_url, pg_template, tmp_path_factory) -> Iterator[Platform]:
     """acme and globex registered; each test collects its own client, so tests do not depend on each other."""
-    warehouse_url, drop_warehouse = create_temp_database("kpi_warehouse")
+    warehouse_url, drop_warehouse = create_temp_database("kpi_warehouse", template=pg_template)
     clients_file = tmp_path_factory.mktemp("clients") / "clients.yaml"
     clients_file.write_text(CLIENTS_YAML, encoding="utf-8")
     warehouse = Warehouse(warehouse_url)

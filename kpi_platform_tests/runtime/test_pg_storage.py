@@ -9,8 +9,10 @@ import dagster as dg
 import pytest
 
 from kpi_platform.runtime.pg_storage import PooledPostgresEventLogStorage
-from kpi_platform_tests.conftest import create_temp_database
-from kpi_platform_tests.defs.test_postgres_instance import postgres_storage
+from kpi_platform_tests.support.postgres import create_temp_database, postgres_storage
+
+# Runs on Dagster instances of its own.
+pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-10-01", end_date="2026-10-11")
 RANGE = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-10"}
@@ -26,7 +28,7 @@ def ranged(context) -> None:
 
 
 @pytest.fixture(params=["pooled", "stock"])
-def instance(request, monkeypatch) -> Iterator[dg.DagsterInstance]:
+def instance(request, monkeypatch, pg_admin_url) -> Iterator[dg.DagsterInstance]:
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # as deploy.py sets it for the production processes
     url, drop = create_temp_database("kpi_dagster")
     storage = postgres_storage(url)

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from kpi_platform.cli.supervisor import code_server_spec
 from kpi_platform.runtime.code_server import ENTRY_MODULE, PRELOAD_MODULE, served_modules
-
-
-def run_in_fresh_python(script: str) -> object:
-    """Run `script` in a fresh interpreter (the hooks patch Dagster's server class for the whole process) and
-    return the JSON it prints last."""
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+from kpi_platform_tests.support.fresh_python import run_in_fresh_python
 
 
 def test_runs_start_from_a_fork_server_that_preloaded_the_code_location():
@@ -28,7 +16,7 @@ def test_runs_start_from_a_fork_server_that_preloaded_the_code_location():
         """
         import json, logging, threading
         from kpi_platform.runtime import code_server
-        from kpi_platform_tests import forkserver_probe
+        from kpi_platform_tests.support import forkserver_probe
         from dagster._grpc import server
         from dagster._core.utils import FuturesAwareThreadPoolExecutor
 

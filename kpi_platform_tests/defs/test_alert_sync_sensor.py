@@ -1,5 +1,5 @@
-"""The facts the alert sync gathers from Dagster: a run in progress is not a result, a queued retry is not a heal,
-a fresh instance is not an error, and one misconfigured channel does not silence the others."""
+"""The facts the alert sync sensor gathers from Dagster: a run in progress is not a result, a queued retry is not
+a heal, a fresh instance is not an error, and one misconfigured channel does not silence the others."""
 
 from __future__ import annotations
 
@@ -13,15 +13,10 @@ from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.keys import keys_of_range
-from kpi_platform.operations.alert_facts import failing_collection_keys
 from kpi_platform.operations.alerts import Alert, Notifier, Severity
-from kpi_platform.operations.plans import FAILED, IN_PROGRESS, MATERIALIZED, CollectionRequest
-from kpi_platform_tests.defs.test_alert_sensors import (
-    collect_a_month_with_a_lost_day,
-    run_failure_tick,
-    texts,
-)
-from kpi_platform_tests.sinks import slack_sink, webhook_sink
+from kpi_platform.operations.plans import IN_PROGRESS, CollectionRequest
+from kpi_platform_tests.support.alert_sensors import collect_a_month_with_a_lost_day, run_failure_tick, texts
+from kpi_platform_tests.support.sinks import slack_sink, webhook_sink
 
 
 def tick(
@@ -40,26 +35,6 @@ def tick(
 
 def open_keys(platform) -> list[str]:
     return [p.key for p in Notifier(platform.warehouse, channels=()).open_problems()]
-
-
-def test_failing_keys_stay_failing_until_materialized():
-    keys = ["acme|2026-03-01", "acme|2026-03-02", "acme|2026-03-03", "globex|2026-03-01"]
-    statuses = {
-        "acme|2026-03-01": FAILED,
-        "acme|2026-03-02": IN_PROGRESS,
-        "acme|2026-03-03": IN_PROGRESS,
-        "globex|2026-03-01": MATERIALIZED,
-    }
-    # 03-02 failed before its retry was queued; 03-03 is a first attempt; globex healed.
-    remembered = ["acme|2026-03-02", "globex|2026-03-01"]
-    failing = failing_collection_keys(keys=keys, statuses=statuses, remembered=remembered, failed_in_runs=())
-    assert failing == {"acme|2026-03-01", "acme|2026-03-02"}
-    # A day is learnt from a failed run even when its retry started before the sync saw it FAILED; days outside
-    # the horizon are not counted.
-    from_runs = ["acme|2026-03-03", "acme|2025-01-01"]
-    failing = failing_collection_keys(keys=keys, statuses=statuses, remembered=(), failed_in_runs=from_runs)
-    assert failing == {"acme|2026-03-01", "acme|2026-03-03"}
-    assert failing_collection_keys(keys=keys, statuses={}, remembered=(), failed_in_runs=()) == set()
 
 
 def test_a_fresh_instance_syncs_without_error(platform):
