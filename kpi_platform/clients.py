@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,6 +239,26 @@ def plan_sync(clients: Sequence[Client], existing_partitions: Sequence[str]) -> 
     existing = set(existing_partitions)
     to_add = tuple(c.id for c in clients if c.id not in existing)
     return ClientSyncPlan(partitions_to_add=to_add, clients=tuple(clients))
+
+
+def partition_removal_refusal(
+    client_id: str, *, clients: Sequence[Client], registered: Iterable[str], partitions: Sequence[str]
+) -> str | None:
+    """Why the `clients` partition `client_id` must stay, or None when it may be removed: only a partition added
+    by hand (the UI's "Add a partition") for a client that neither clients.yaml nor the warehouse knows."""
+    if client_id in {c.id for c in clients}:
+        return (
+            f"client '{client_id}' is in clients.yaml, so its partition stays (to stop collecting it, set "
+            "`active: false`)"
+        )
+    if client_id in set(registered):
+        return (
+            f"client '{client_id}' is registered in the warehouse (a former client, its history kept): its "
+            "partition stays, so its history stays visible in Dagster"
+        )
+    if client_id not in partitions:
+        return f"there is no client partition '{client_id}' (partitions: {', '.join(partitions) or 'none'})"
+    return None
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ import pandas as pd
 from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.meta.client import InsightsFetch, InsightsSource
-from kpi_platform.meta.parse import CAMPAIGN_COLUMNS, ParseError, parse_insights_rows
+from kpi_platform.meta.parse import CAMPAIGN_COLUMNS, ParseError, fits_bigint, parse_insights_rows
 from kpi_platform.quality.rules import Thresholds, quality_scores
 from kpi_platform.quality.schemas import FAILURE_COLUMNS, ContractViolation, validate_collection
 from kpi_platform.warehouse import Warehouse
 
 COUNT_COLUMNS: tuple[str, ...] = ("impressions", "clicks", "calls", "contacts", "leads", "reservations")
+#: Integers up to this size survive a float64 round trip exactly; counts whose sums may pass it are summed as ints.
+FLOAT_EXACT_INT = 2**53
 DAILY_COLUMNS: tuple[str, ...] = (
     "client_id",
     "kpi_date",
@@ -99,13 +101,19 @@ def build_daily_totals(
     if campaigns.empty:
         grouped = pd.DataFrame(columns=["kpi_date", *settings.SUM_COLUMNS, "campaign_count"])
     else:
-        grouped = campaigns.groupby("kpi_date", sort=True).agg(
-            **{c: (c, "sum") for c in settings.SUM_COLUMNS}, campaign_count=("campaign_id", "nunique")
+        # Counts too large for int64 (or whose sums may pass what float64 holds exactly) are summed as Python
+        # ints: the totals keep their exact values, and the contract refuses those outside BIGINT (`fits_bigint`).
+        exact = {c: campaigns[c].astype(object) for c in COUNT_COLUMNS if _sum_may_be_inexact(campaigns[c])}
+        grouped = (
+            (campaigns.assign(**exact) if exact else campaigns)
+            .groupby("kpi_date", sort=True)
+            .agg(**{c: (c, "sum") for c in settings.SUM_COLUMNS}, campaign_count=("campaign_id", "nunique"))
         )
         grouped = grouped.reset_index()
     totals = days.merge(grouped, on="kpi_date", how="left")
-    for column in (*COUNT_COLUMNS, "campaign_count"):
-        totals[column] = pd.to_numeric(totals[column]).fillna(0).astype("int64")
+    for column in COUNT_COLUMNS:
+        totals[column] = _count_totals(totals[column])
+    totals["campaign_count"] = pd.to_numeric(totals["campaign_count"]).fillna(0).astype("int64")
     for column in ("spend", "reservation_value"):
         totals[column] = pd.to_numeric(totals[column]).fillna(0.0).astype("float64").round(2)
     totals["ctr_pct"] = ratio_or_nan(totals["clicks"], totals["impressions"]) * 100
@@ -114,6 +122,23 @@ def build_daily_totals(
     totals["currency"] = currency
     totals["delivery"] = (totals["campaign_count"] > 0).map({True: "delivered", False: "idle"})
     return totals[list(DAILY_COLUMNS)]
+
+
+def _sum_may_be_inexact(counts: pd.Series) -> bool:
+    """Whether summing `counts` as int64, or through float64, could lose the exact value."""
+    if counts.dtype != "int64":
+        return True
+    largest = max(abs(int(counts.max())), abs(int(counts.min()))) if len(counts) else 0
+    return largest * len(counts) >= FLOAT_EXACT_INT
+
+
+def _count_totals(values: pd.Series) -> pd.Series:
+    """A count column of the totals (NaN on idle days) as int64, or as exact Python ints (dtype object) when a
+    value is outside BIGINT."""
+    if values.dtype != object:
+        return pd.to_numeric(values).fillna(0).astype("int64")
+    ints = [0 if pd.isna(v) else int(v) for v in values]
+    return pd.Series(ints, index=values.index, dtype="int64" if fits_bigint(ints) else object)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Every partition of the daily asset is a client and a day (`acme|2026-11-30`), ev
 summary a client and a month's first day (`acme|2026-11-01`): Dagster's multi-partition keys, whose dimensions
 sort alphabetically, so the client comes first. A run over several days of one client carries the range tags
 (`dagster/asset_partition_range_start|end`) with the first and last key, the way a single-run backfill does.
+The activity snapshot's plain date partitions (`2026-11-30`) use the same range tags (`day_range_tags`).
 This module is the only place that builds or splits those strings.
 """
 
@@ -122,3 +123,26 @@ def client_ranges(partition_keys: Iterable[object]) -> list[ClientRange]:
         for client_id, days in by_client.items()
         for first, last in contiguous(days)
     ]
+
+
+# --- Plain date partitions (the activity snapshot) ----------------------------------------------------------------
+
+
+def day_range_tags(start: date, end: date) -> dict[str, str]:
+    """The range tags of one run over the days `start`..`end` of a date-partitioned asset."""
+    return {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: end.isoformat()}
+
+
+def day_range_from_tags(tags: Mapping[str, str]) -> tuple[date, date] | None:
+    """(first, last) day a run of a date-partitioned asset covers, from its range tags or its partition tag; None
+    for a run without plain `YYYY-MM-DD` tags (a client-day run, an unpartitioned job)."""
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if not (start and end):
+        start = end = tags.get(PARTITION_TAG)
+    if not (start and end):
+        return None
+    try:
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+    except ValueError:
+        return None
+    return (first, last) if first <= last else None

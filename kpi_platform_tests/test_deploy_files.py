@@ -272,7 +272,9 @@ def test_the_cron_line_runs_the_watchdog_every_5_minutes():
     assert "kpi-platform health --alert" in fields[6]
 
 
-@pytest.mark.parametrize("name", ["kpi-watchdog.service", "kpi-watchdog.timer", "kpi-watchdog.cron", "README.md"])
+@pytest.mark.parametrize(
+    "name", ["kpi-watchdog.service", "kpi-watchdog.timer", "kpi-watchdog.cron", "README.md"]
+)
 def test_the_watchdog_files_hold_no_credentials(name):
     text = (WATCHDOG / name).read_text(encoding="utf-8")
     assert not CREDENTIALS_IN_URL.search(text)

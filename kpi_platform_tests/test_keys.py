@@ -56,12 +56,16 @@ def test_client_ranges_give_one_range_per_client_and_run_of_days():
 def test_a_range_lists_its_keys_and_round_trips_through_its_tags():
     rng = ClientRange("acme", date(2025, 12, 30), date(2026, 1, 2))
     assert rng.days == 4
-    assert rng.keys() == keys_of_range("acme", rng.start, rng.end) == [
-        "acme|2025-12-30",
-        "acme|2025-12-31",
-        "acme|2026-01-01",
-        "acme|2026-01-02",
-    ]
+    assert (
+        rng.keys()
+        == keys_of_range("acme", rng.start, rng.end)
+        == [
+            "acme|2025-12-30",
+            "acme|2025-12-31",
+            "acme|2026-01-01",
+            "acme|2026-01-02",
+        ]
+    )
     assert rng.tags() == {RANGE_START_TAG: "acme|2025-12-30", RANGE_END_TAG: "acme|2026-01-02"}
     assert ClientRange.from_tags(rng.tags()) == rng
 

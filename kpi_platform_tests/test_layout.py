@@ -99,9 +99,7 @@ def test_imports_go_down_the_wings():
 def test_there_are_no_import_circles():
     graph = _graph()
     # A package importing its own submodules (re-exports) is not a circle back up.
-    edges = {
-        m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()
-    }
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
     circles = []
     state: dict[str, int] = {}
 
@@ -109,7 +107,7 @@ def test_there_are_no_import_circles():
         state[node] = 1
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+                circles.append(path[path.index(nxt) :] + [nxt] if nxt in path else [node, nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

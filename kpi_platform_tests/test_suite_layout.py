@@ -26,7 +26,9 @@ def _imported_modules(path: Path) -> set[str]:
 
 def test_every_test_directory_is_a_package():
     directories = {path.parent for path in _python_files()}
-    assert sorted(str(d.relative_to(TESTS_DIR)) for d in directories if not (d / "__init__.py").exists()) == []
+    assert (
+        sorted(str(d.relative_to(TESTS_DIR)) for d in directories if not (d / "__init__.py").exists()) == []
+    )
 
 
 def test_tests_import_shared_helpers_from_support_only():

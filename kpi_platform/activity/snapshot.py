@@ -4,33 +4,59 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
 from kpi_platform import settings
 from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
-from kpi_platform.activity.source import ActivityCounts
+from kpi_platform.activity.source import ActivityCounts, end_of_day
+
+#: A day's snapshot is due this long after the day ends (UTC): the schedule takes it at 00:30, and the rest
+#: leaves room for a run waiting in the queue. Healing, the activity alerts and the health report judge a day
+#: from then on, and a snapshot taken later is labelled late.
+SNAPSHOT_DUE_AFTER = timedelta(hours=2)
+
+
+def due_at(day: date) -> datetime:
+    """When the snapshot of `day` is due (UTC): `SNAPSHOT_DUE_AFTER` after the day ended."""
+    return end_of_day(day) + SNAPSHOT_DUE_AFTER
+
+
+def last_due_day(now_utc: datetime) -> date:
+    """The latest day whose snapshot is due at `now_utc` (yesterday UTC from 02:00 on, else the day before)."""
+    return (now_utc.astimezone(UTC) - SNAPSHOT_DUE_AFTER).date() - timedelta(days=1)
+
+
+def is_late(day: date, taken_at: datetime) -> bool:
+    """A snapshot of `day` taken after it was due: rows deleted between the day's end and `taken_at` are missing
+    from its counts (see `source.AppDatabase.count_days`)."""
+    return taken_at > due_at(day)
 
 
 def snapshot_rows(counts: ActivityCounts, *, run_id: str | None = None) -> list[dict[str, Any]]:
-    """One `daily_metrics` row per day × metric; metadata records the source (no password) and when it was read."""
-    metadata = {"source": counts.source, "taken_at": counts.taken_at.isoformat()}
+    """One `daily_metrics` row per day × metric; metadata records the source (no password), when it was read,
+    how long after the day's end (`hours_after_day_end`) and whether that was after the day was due (`late`)."""
+    common = {"source": counts.source, "taken_at": counts.taken_at.isoformat()}
     if run_id:
-        metadata["run_id"] = run_id
-    return [
-        {
-            "metric_date": day.day,
-            "metric_type": metric_type,
-            "metric_category": CATEGORY,
-            "value": float(value),
-            "metadata": dict(metadata),
-            "collected_at": counts.taken_at,
-        }
-        for day in counts.days
-        for metric_type, value in day.values.items()
-    ]
+        common["run_id"] = run_id
+    rows: list[dict[str, Any]] = []
+    for day in counts.days:
+        hours = (counts.taken_at - end_of_day(day.day)).total_seconds() / 3600.0
+        metadata = {**common, "late": is_late(day.day, counts.taken_at), "hours_after_day_end": round(hours, 1)}
+        rows += [
+            {
+                "metric_date": day.day,
+                "metric_type": metric_type,
+                "metric_category": CATEGORY,
+                "value": float(value),
+                "metadata": dict(metadata),
+                "collected_at": counts.taken_at,
+            }
+            for metric_type, value in day.values.items()
+        ]
+    return rows
 
 
 def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:

@@ -5,16 +5,77 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kpi_platform import settings
+
+if TYPE_CHECKING:
+    from kpi_platform.clients import Client
+    from kpi_platform.simulator import FaultConfig
+
+PORT_MAX = 65535
+
+
+def bounded_int(low: int, high: int | Callable[[], tuple[int, str]]) -> Callable[[str], int]:
+    """An argparse `type=`: a whole number within low..high; anything else makes argparse print the usage and
+    `error: argument ...: ...` and exit 2. `high` may be a function returning the bound and why it is that, for a
+    bound that depends on the date."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        top, why = high() if callable(high) else (high, "")
+        if not low <= value <= top:
+            raise argparse.ArgumentTypeError(
+                f"{value} is outside {low}..{top}" + (f": {why}" if why else "")
+            )
+        return value
+
+    return parse
+
+
+def _quickstart_days_bound() -> tuple[int, str]:
+    from datetime import UTC, date, datetime
+
+    from kpi_platform.cli.quickstart import earliest_day, max_days
+
+    today = datetime.now(UTC).date()
+    earliest = earliest_day(today)
+    why = (
+        "the first daily partition"
+        if earliest == date.fromisoformat(settings.PARTITIONS_START_DATE)
+        else f"Meta keeps {settings.INSIGHTS_RETENTION_MONTHS} months of insights"
+    )
+    return max_days(today), f"the days from {earliest}, {why}, to yesterday"
+
+
+def _fault_config(text: str) -> FaultConfig:
+    """An argparse `type=`: FaultConfig fields as JSON."""
+    from kpi_platform.defs.resources import faults_from_json
+
+    try:
+        return faults_from_json(text)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise argparse.ArgumentTypeError(f"not FaultConfig fields as JSON: {exc}") from None
+
+
+def _error(message: object) -> int:
+    """Print `error: message` on stderr; the exit code of a refused command."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from kpi_platform.cli.quickstart import run_quickstart
 
-    summary = run_quickstart(days=args.days)
+    try:
+        summary = run_quickstart(days=args.days)
+    except ValueError as exc:  # days out of range, an invalid clients.yaml, an unsupported warehouse URL
+        return _error(exc)
     print(summary.render())
     return 0 if summary.ok else 1
 
@@ -27,7 +88,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     print(f"DAGSTER_HOME={home}\nopen http://{args.host}:{args.port}")
     argv = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     dagster = Path(sys.executable).with_name("dagster")
-    os.execv(str(dagster), argv)  # noqa: S606 - replaces this process with the Dagster dev server
+    try:
+        os.execv(str(dagster), argv)  # noqa: S606 - replaces this process with the Dagster dev server
+    except OSError as exc:
+        return _error(f"cannot start {dagster}: {exc}")
     return 0  # pragma: no cover
 
 
@@ -35,11 +99,16 @@ def _cmd_clients(args: argparse.Namespace) -> int:
     from kpi_platform.clients import ClientConfigError, load_clients
 
     path = Path(args.file) if args.file else settings.clients_file()
+    if (args.client_id is not None) != (args.action == "remove-partition"):
+        return _error(
+            "`clients remove-partition` takes a client id, `clients validate` and `clients sync` none"
+        )
     try:
         clients = load_clients(path)
     except ClientConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
+    if args.action == "remove-partition":
+        return _remove_client_partition(args.client_id, clients)
     if args.action == "validate":
         print(f"{path}: {len(clients)} clients, {sum(c.active for c in clients)} active")
         return 0
@@ -58,32 +127,72 @@ def _cmd_clients(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_client_partition(client_id: str, clients: Sequence[Client]) -> int:
+    """Delete the `clients` partition `client_id` when neither clients.yaml nor the warehouse knows the client."""
+    from dagster import DagsterInstance
+
+    from kpi_platform.cli.local import ensure_dagster_home
+    from kpi_platform.clients import partition_removal_refusal
+    from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME
+    from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
+
+    try:
+        warehouse = open_warehouse(settings.warehouse_url())
+    except WarehouseNotReadyError as exc:
+        return _error(f"cannot tell whether '{client_id}' is a registered client: {exc}")
+    try:
+        registered = [row["client_id"] for row in warehouse.list_clients()]
+    finally:
+        warehouse.dispose()
+    ensure_dagster_home()
+    with DagsterInstance.get() as instance:
+        partitions = instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
+        refusal = partition_removal_refusal(
+            client_id, clients=clients, registered=registered, partitions=partitions
+        )
+        if refusal is not None:
+            return _error(refusal)
+        instance.delete_dynamic_partition(CLIENTS_PARTITIONS_NAME, client_id)
+    print(f"client partition '{client_id}' removed; its runs stay in the run history")
+    return 0
+
+
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from kpi_platform.clients import load_clients
-    from kpi_platform.defs.resources import faults_from_json, simulator_config
+    from kpi_platform.defs.resources import simulator_config
     from kpi_platform.simulator import run_forever
 
     # The served simulator knows the registered ad accounts, each in its client's currency.
     clients = load_clients(settings.clients_file()) if settings.clients_file().exists() else []
     config = simulator_config({c.ad_account_id: c.currency for c in clients})
-    faults = faults_from_json(args.faults) if args.faults else None
-    run_forever(host="127.0.0.1", port=args.port, config=config, faults=faults)
+    try:
+        run_forever(host="127.0.0.1", port=args.port, config=config, faults=args.faults)
+    except OSError as exc:  # the port is taken, or not ours to bind
+        return _error(f"cannot serve the simulator on 127.0.0.1:{args.port}: {exc}")
     return 0
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     import subprocess
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.warehouse import Warehouse
     from kpi_platform.warehouse.store import MigrationNotAllowedError
 
-    warehouse = Warehouse(settings.warehouse_owner_url())
+    try:
+        warehouse = Warehouse(settings.warehouse_owner_url())
+    except ValueError as exc:  # an unsupported URL
+        return _error(exc)
     try:
         warehouse.migrate()
     except MigrationNotAllowedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
+    except SQLAlchemyError as exc:
+        # The server cannot be reached or refused the login: the driver's first line says which, never the URL.
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return _error(f"cannot migrate the warehouse at {warehouse.url_for_display}: {reason}")
     finally:
         warehouse.dispose()
     print(f"warehouse migrated: {warehouse.url_for_display}")
@@ -206,20 +315,37 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_breakers(args: argparse.Namespace) -> int:
-    from kpi_platform.meta.breaker import BreakerGuard
-    from kpi_platform.warehouse import Warehouse
+    from sqlalchemy.exc import SQLAlchemyError
 
-    warehouse = Warehouse(settings.warehouse_url())
-    warehouse.migrate()
-    guard = BreakerGuard(warehouse)
-    if args.action == "reset":
-        if not args.name:
-            print("error: give the breaker name, e.g. `kpi-platform breakers reset meta_api`", file=sys.stderr)
-            return 2
-        done = guard.reset(args.name)
-        print(f"breaker {args.name}: {'closed' if done else 'not found'}")
-        return 0 if done else 1
-    states = guard.list_breakers()
+    from kpi_platform.meta.breaker import BreakerGuard
+    from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
+
+    if args.action == "reset" and not args.name:
+        return _error("give the breaker name, e.g. `kpi-platform breakers reset meta_api`")
+    if args.action == "list" and args.name:
+        return _error("`breakers list` lists every breaker and takes no name")
+    # Never created or migrated here: a warehouse that is not there (or not migrated) is refused by name.
+    try:
+        warehouse = open_warehouse(settings.warehouse_url())
+    except WarehouseNotReadyError as exc:
+        return _error(exc)
+    try:
+        guard = BreakerGuard(warehouse)
+        if args.action == "reset":
+            if not guard.reset(args.name):
+                print(
+                    f"error: no breaker {args.name} (`kpi-platform breakers list` shows them)",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"breaker {args.name}: closed")
+            return 0
+        states = guard.list_breakers()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return _error(f"the warehouse could not answer: {reason}")
+    finally:
+        warehouse.dispose()
     if not states:
         print("no breaker has recorded a failure")
     for s in states:
@@ -241,49 +367,87 @@ def _cmd_db_roles(args: argparse.Namespace) -> int:
             passwords=passwords_from_env(environ=os.environ),
         )
     except (RolesError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     except SQLAlchemyError as exc:
-        print(f"error: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
+        return _error(str(getattr(exc, "orig", exc)).strip().splitlines()[0])
     print(report.render())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpi-platform", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, help="what to do")
 
     p = sub.add_parser("quickstart", help="sync clients, collect the last N days through Dagster, close months")
-    p.add_argument("--days", type=int, default=settings.QUICKSTART_DAYS)
+    p.add_argument(
+        "--days",
+        type=bounded_int(1, _quickstart_days_bound),
+        default=settings.QUICKSTART_DAYS,
+        help=f"days to collect per client, ending yesterday (default: {settings.QUICKSTART_DAYS}; at most back to "
+        f"{settings.PARTITIONS_START_DATE}, the first daily partition, and {settings.INSIGHTS_RETENTION_MONTHS} "
+        "months, Meta's insights history)",
+    )
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("ui", help="start the Dagster UI and daemon on the same instance the quickstart wrote to")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: 127.0.0.1)")
+    p.add_argument(
+        "--port",
+        type=bounded_int(1, PORT_MAX),
+        default=settings.DEFAULT_WEBSERVER_PORT,
+        help=f"port the UI listens on, 1..{PORT_MAX} (default: {settings.DEFAULT_WEBSERVER_PORT})",
+    )
     p.set_defaults(func=_cmd_ui)
 
-    p = sub.add_parser("clients", help="validate clients.yaml or sync it to Dagster and the warehouse")
-    p.add_argument("action", choices=["validate", "sync"])
+    p = sub.add_parser(
+        "clients",
+        help="validate clients.yaml, sync it to Dagster and the warehouse, or remove a client partition added by "
+        "hand",
+    )
+    p.add_argument(
+        "action",
+        choices=["validate", "sync", "remove-partition"],
+        help="validate: check the file; sync: add its clients as partitions and register them in the warehouse; "
+        "remove-partition: delete the `clients` partition CLIENT_ID, only when neither clients.yaml nor the "
+        "warehouse knows that client (a partition added through the UI by mistake)",
+    )
+    p.add_argument(
+        "client_id", nargs="?", metavar="CLIENT_ID", help="the partition to remove (remove-partition)"
+    )
     p.add_argument("--file", help="path to clients.yaml (default: KPI_CLIENTS_FILE or ./clients.yaml)")
     p.set_defaults(func=_cmd_clients)
 
     p = sub.add_parser("simulator", help="the Meta-compatible simulator")
-    simsub = p.add_subparsers(dest="sim_command", required=True)
+    simsub = p.add_subparsers(dest="sim_command", required=True, help="what to do with the simulator")
     serve = simsub.add_parser("serve", help="serve the simulator over HTTP on 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--faults", help='FaultConfig as JSON, e.g. \'{"error_rates": {"17": 0.1}}\'')
+    serve.add_argument(
+        "--port",
+        type=bounded_int(0, PORT_MAX),
+        default=8765,
+        help=f"port to listen on, 0..{PORT_MAX}; 0 takes a free one and prints it (default: 8765)",
+    )
+    serve.add_argument(
+        "--faults",
+        type=_fault_config,
+        help='FaultConfig as JSON, e.g. \'{"error_rates": {"17": 0.1}}\' (default: no faults)',
+    )
     serve.set_defaults(func=_cmd_simulator)
 
     p = sub.add_parser("export", help="export KPIs or platform activity for a date range as CSV or JSON")
-    p.add_argument("kind", choices=["kpis", "activity"])
+    p.add_argument(
+        "kind",
+        choices=["kpis", "activity"],
+        help="kpis: client KPIs; activity: the platform's activity metrics",
+    )
     p.add_argument("--start", required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last day, YYYY-MM-DD (inclusive)")
-    p.add_argument("--grain", choices=["daily", "weekly", "monthly"], default="daily")
+    p.add_argument(
+        "--grain", choices=["daily", "weekly", "monthly"], default="daily", help="rows per (default: daily)"
+    )
     p.add_argument("--client", action="append", help="client id (kpis; repeatable; default: all)")
     p.add_argument("--category", action="append", help="metric category (activity; repeatable; default: all)")
     p.add_argument("--type", action="append", help="metric type (activity; repeatable; default: all)")
-    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default: csv)")
     p.add_argument("--output", help="file to write (default: stdout)")
     p.add_argument(
         "--allow-long-range", action="store_true", help=f"answer ranges over {settings.MAX_QUERY_DAYS} days"
@@ -310,7 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_health)
 
     p = sub.add_parser("breakers", help="list the Meta API circuit breakers, or close one after fixing the cause")
-    p.add_argument("action", choices=["list", "reset"])
+    p.add_argument(
+        "action",
+        choices=["list", "reset"],
+        help="list: every breaker and its state; reset: close NAME at once",
+    )
     p.add_argument("name", nargs="?", help="breaker to reset: meta_api or meta_api:act_<id>")
     p.set_defaults(func=_cmd_breakers)
 
@@ -323,13 +491,25 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy/workspace.yaml, each in its own process group; Ctrl-C stops all of them.",
     )
     p.add_argument("--host", default="127.0.0.1", help="webserver host")
-    p.add_argument("--port", type=int, default=settings.DEFAULT_WEBSERVER_PORT, help="webserver port")
+    p.add_argument(
+        "--port",
+        type=bounded_int(1, PORT_MAX),
+        default=settings.DEFAULT_WEBSERVER_PORT,
+        help=f"webserver port, 1..{PORT_MAX} (default: {settings.DEFAULT_WEBSERVER_PORT})",
+    )
     p.add_argument(
         "--code-server-port",
-        type=int,
-        default=int(os.environ.get(settings.ENV_CODE_SERVER_PORT) or settings.DEFAULT_CODE_SERVER_PORT),
+        type=bounded_int(1, PORT_MAX),
+        # A string default goes through `type` too, so a bad KPI_CODE_SERVER_PORT is refused like a bad option.
+        default=os.environ.get(settings.ENV_CODE_SERVER_PORT) or str(settings.DEFAULT_CODE_SERVER_PORT),
+        help=f"code server port, 1..{PORT_MAX} (default: {settings.ENV_CODE_SERVER_PORT}, else "
+        f"{settings.DEFAULT_CODE_SERVER_PORT})",
     )
-    p.add_argument("--simulator-port", type=int, help="also serve the Meta API simulator here and use it")
+    p.add_argument(
+        "--simulator-port",
+        type=bounded_int(1, PORT_MAX),
+        help=f"also serve the Meta API simulator on this port (1..{PORT_MAX}) and use it",
+    )
     p.add_argument("--log-dir", help="also write each process's output to <dir>/<process>.log")
     p.set_defaults(func=_cmd_serve)
 
@@ -337,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("db", help="PostgreSQL administration of the warehouse")
-    dbsub = p.add_subparsers(dest="db_command", required=True)
+    dbsub = p.add_subparsers(dest="db_command", required=True, help="what to administer")
     roles = dbsub.add_parser(
         "roles",
         help="create the owner, writer and reader roles and apply their privileges (idempotent)",
@@ -370,8 +550,13 @@ def _quiet_dagster_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # First: checking an option's bounds may import Dagster objects.
     _quiet_dagster_warnings()
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        # argparse has printed the usage and `error: ...` (exit 2) or the help (exit 0): nothing ran.
+        return exc.code if isinstance(exc.code, int) else 2
     return int(args.func(args) or 0)
 
 

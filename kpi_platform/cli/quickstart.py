@@ -45,6 +45,20 @@ def _warehouse() -> Warehouse:
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def earliest_day(today: date) -> date:
+    """The oldest day the quickstart may collect: the first daily partition, and no older than Meta keeps insights
+    (settings.INSIGHTS_RETENTION_MONTHS before `today`)."""
+    months = today.year * 12 + today.month - 1 - settings.INSIGHTS_RETENTION_MONTHS
+    year, month = divmod(months, 12)
+    retained = date(year, month + 1, min(today.day, calendar.monthrange(year, month + 1)[1]))
+    return max(date.fromisoformat(settings.PARTITIONS_START_DATE), retained)
+
+
+def max_days(today: date) -> int:
+    """The most days the quickstart can collect on `today`: from `earliest_day` to yesterday."""
+    return max(0, (today - earliest_day(today)).days)
+
+
 def complete_months(start: date, end: date) -> list[date]:
     """First days of the months lying entirely inside [start, end]."""
     months = []
@@ -111,17 +125,25 @@ class QuickstartSummary:
 
 
 def run_quickstart(*, days: int = settings.QUICKSTART_DAYS, today: date | None = None) -> QuickstartSummary:
-    """Sync clients, collect the last `days` complete days per active client (one run each), close complete months."""
+    """Sync clients, collect the last `days` complete days per active client (one run each), close complete months.
+
+    Raises ValueError for `days` outside 1..`max_days(today)` and ClientConfigError for an invalid clients.yaml,
+    before anything is created or run.
+    """
     from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.definitions import defs
 
     t0 = time.perf_counter()
-    home = ensure_dagster_home()
     today = today or datetime.now(UTC).date()
+    if not 1 <= days <= max_days(today):
+        raise ValueError(
+            f"days must be within 1..{max_days(today)} (yesterday back to {earliest_day(today)}), got {days}"
+        )
+    clients = load_clients(settings.clients_file())
+    home = ensure_dagster_home()
     end = today - timedelta(days=1)
     start = end - timedelta(days=days - 1)
     warehouse = _warehouse()
-    clients = load_clients(settings.clients_file())
     summary = QuickstartSummary(str(home), warehouse.url_for_display, start, end)
     collect_job = defs.resolve_job_def("daily_collection_job")
     monthly_job = defs.resolve_job_def("monthly_summary_job")

@@ -8,6 +8,7 @@ from pydantic import Field
 from kpi_platform import settings
 from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
 from kpi_platform.activity.snapshot import describe_days, missing_metrics, snapshot_rows, totals_mismatches
+from kpi_platform.activity.retry import DatabaseUnavailableError, call_with_connection_retries
 from kpi_platform.activity.source import AppDatabaseError
 from kpi_platform.defs.partitions import daily_partitions
 from kpi_platform.defs.resources import AppDatabaseResource, WarehouseResource
@@ -57,27 +58,55 @@ def daily_activity_snapshot(
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
     reader = app_db.get_app_database()
     try:
-        counts = reader.count_days(start=days[0], end=days[-1])
+        # Connection errors are retried (3 attempts, exponential backoff, each logged); anything else fails at once.
+        counts = call_with_connection_retries(
+            lambda: reader.count_days(start=days[0], end=days[-1]),
+            what=f"reading the application database {reader.url_for_display}",
+            log=context.log,
+        )
     except AppDatabaseError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise dg.Failure(
+            description=str(exc), metadata={"error": "AppDatabaseError"}, allow_retries=False
+        ) from None
+    except DatabaseUnavailableError as exc:
+        raise _database_failure(exc) from None
     finally:
         reader.dispose()
     wanted = set(days)
     rows = [row for row in snapshot_rows(counts, run_id=context.run.run_id) if row["metric_date"] in wanted]
-    wh = warehouse.get_warehouse()
     if config.force:
         context.log.warning(f"force: stored activity snapshots of {describe_days(days)} will be replaced")
-    write = wh.record_daily_metrics(rows, force=config.force)
+    try:
+        wh = call_with_connection_retries(warehouse.get_warehouse, what="opening the warehouse", log=context.log)
+        # One transaction: a repeat after a failed attempt finds what a committed attempt stored and keeps it.
+        write = call_with_connection_retries(
+            lambda: wh.record_daily_metrics(rows, force=config.force),
+            what="storing the activity snapshot in the warehouse",
+            log=context.log,
+        )
+        last = call_with_connection_retries(
+            lambda: wh.read_daily_metrics(start=days[-1], end=days[-1], categories=[CATEGORY]),
+            what="reading the stored activity snapshot back",
+            log=context.log,
+        )
+    except DatabaseUnavailableError as exc:
+        raise _database_failure(exc) from None
     for line in describe_replacements(write.replaced):
         context.log.warning(line)
     if write.days_already_recorded:
         context.log.info(
             f"already recorded, left unchanged (snapshots are immutable): {describe_days(write.days_already_recorded)}"
         )
-    last = wh.read_daily_metrics(start=days[-1], end=days[-1], categories=[CATEGORY])
+    late = sorted({row["metric_date"] for row in rows if row["metadata"]["late"]} & set(write.days_recorded))
+    if late:
+        context.log.warning(
+            f"late snapshot of {describe_days(late)} (stored with metadata late=true): counted now from created_at, "
+            "so rows deleted since those days ended are not in their counts"
+        )
     metadata: dict[str, dg.MetadataValue] = {
         "days_recorded": dg.MetadataValue.int(len(write.days_recorded)),
         "days_already_recorded": dg.MetadataValue.int(len(write.days_already_recorded)),
+        "days_late": dg.MetadataValue.int(len(late)),
         "days_forced": dg.MetadataValue.int(len({r.metric_date for r in write.replaced})),
         "range": dg.MetadataValue.text(describe_days(days)),
         "source": dg.MetadataValue.text(counts.source),
@@ -87,6 +116,15 @@ def daily_activity_snapshot(
     for metric_type, value in zip(last["metric_type"], last["value"], strict=True):
         metadata[metric_type] = dg.MetadataValue.int(int(value))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _database_failure(exc: DatabaseUnavailableError) -> dg.Failure:
+    """The run's failure once a database connection failed on every attempt."""
+    return dg.Failure(
+        description=str(exc),
+        metadata={"error": "DatabaseUnavailableError", "attempts": exc.attempts},
+        allow_retries=False,
+    )
 
 
 def _check_window(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> tuple[date, date] | None:

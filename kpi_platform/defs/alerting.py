@@ -11,7 +11,7 @@ from kpi_platform import settings
 from kpi_platform.clients import registered_clients
 from kpi_platform.defs import run_history
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
-from kpi_platform.defs.partitions import client_daily_partitions
+from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME, client_daily_partitions
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.keys import client_of
 from kpi_platform.meta.breaker import BreakerGuard
@@ -100,6 +100,14 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
 
     clients = registered_clients(wh)
     keys = expected_keys(clients, today=now.date(), horizon_days=settings.HEALING_HORIZON_DAYS)
+    remembered = state.get("failing", ())
+    failed_in_runs = run_history.failed_run_keys(context.instance, since)
+    # A partition added by hand for a client clients.yaml does not have is never expected, yet its runs fail: its
+    # failed days count until the partition is removed (or the client registered), so its alert stays open.
+    unregistered = set(context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)) - {
+        c.id for c in registered_clients(wh, active_only=False)
+    }
+    keys += sorted({k for k in (*remembered, *failed_in_runs) if client_of(k) in unregistered} - set(keys))
     # None until the asset has its first event on this instance.
     by_partition = (
         context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
@@ -109,8 +117,8 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         statuses={
             key: (status.value if status is not None else None) for key, status in by_partition.items()
         },
-        remembered=state.get("failing", ()),
-        failed_in_runs=run_history.failed_run_keys(context.instance, since),
+        remembered=remembered,
+        failed_in_runs=failed_in_runs,
     )
     failing_clients = {client_of(key) for key in failing}
     resolved: list[str] = []

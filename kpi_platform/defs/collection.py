@@ -51,8 +51,10 @@ def load_client(warehouse: Warehouse, client_id: str) -> Client:
     row = warehouse.get_client(client_id)
     if row is None:
         raise UnknownClientError(
-            f"client '{client_id}' is not registered in the warehouse; add it to clients.yaml and let "
-            "clients_sync_sensor (or `kpi-platform clients sync`) register it"
+            f"client '{client_id}' is not registered (it is not in clients.yaml), so its partition cannot be "
+            f"collected: add the client to clients.yaml (clients_sync_sensor registers it within a minute), or "
+            f"remove the partition with `kpi-platform clients remove-partition {client_id}` (README › Runbook › "
+            "A client partition that is not in clients.yaml)."
         )
     return Client.from_row(row)
 
@@ -143,7 +145,16 @@ def client_daily_kpis(
     if client_tag:
         context.instance.add_run_tags(context.run.run_id, client_tag)
         context.log.info(f"run tagged {client_tag}")
-    clients = {r.client_id: load_client(wh, r.client_id) for r in ranges}
+    try:
+        clients = {r.client_id: load_client(wh, r.client_id) for r in ranges}
+    except UnknownClientError as exc:
+        # A partition added by hand (the UI's "Add a partition") for a client clients.yaml does not have: the run
+        # fails with the sentence that says what to do, not a stack trace; retrying cannot help.
+        raise dg.Failure(
+            description=str(exc),
+            metadata={"error": type(exc).__name__, "transient": False},
+            allow_retries=False,
+        ) from None
     # Breakers (API-wide and per ad account) live in the warehouse, so every run shares them; while one is
     # open the run fails fast with the reason instead of calling Meta.
     meta = BreakerGuard(wh).wrap(

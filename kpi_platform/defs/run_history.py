@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
-from kpi_platform.keys import ClientRange
+from kpi_platform.keys import ClientRange, day_range_from_tags
 from kpi_platform.runtime.dagster_private import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
@@ -119,6 +119,47 @@ def failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
         filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since - FAILED_RUNS_OVERLAP)
     )
     return [key for run in runs for key in run_keys(run)]
+
+
+
+# --- Runs of a date-partitioned asset (the activity snapshot) ---------------------------------------------------
+
+
+def runs_asset(run: dg.DagsterRun, *, job_name: str, asset_key: dg.AssetKey) -> bool:
+    """True for a run of `job_name`, and for any other run whose asset selection holds `asset_key` (a UI
+    backfill's `__ASSET_JOB` run, `dagster asset materialize`)."""
+    return run.job_name == job_name or asset_key in (run.asset_selection or frozenset())
+
+
+def run_days(run: dg.DagsterRun) -> tuple[date, date] | None:
+    """(first, last) day a run of a date-partitioned asset covered, from its range or partition tags."""
+    return day_range_from_tags(run.tags)
+
+
+def failures_in_a_row(
+    instance: dg.DagsterInstance, *, job_name: str, asset_key: dg.AssetKey, limit: int = 50
+) -> list[dg.RunRecord]:
+    """The latest finished runs of `job_name` that failed, newest first: back to its latest successful run, and
+    not before the latest materialization of `asset_key` by any run (a backfill from the UI that stored the asset
+    ends the streak too). Runs still queued or running, and canceled ones, neither count nor end it."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+        ),
+        limit=limit,
+        order_by="update_timestamp",
+        ascending=False,
+    )
+    latest = instance.get_latest_materialization_event(asset_key)
+    stored_at = latest.timestamp if latest is not None else None
+    failed: list[dg.RunRecord] = []
+    for record in records:
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        if stored_at is not None and record.update_timestamp.timestamp() <= stored_at:
+            break
+        failed.append(record)
+    return failed
 
 
 @dataclass(frozen=True)

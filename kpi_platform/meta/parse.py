@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from typing import Any, SupportsFloat, SupportsIndex
 
 import pandas as pd
 
 from kpi_platform import settings
+from kpi_platform.warehouse.schema import BIGINT_MAX, BIGINT_MIN
 
 #: Grain: one row per client × day × campaign.
 CAMPAIGN_COLUMNS: tuple[str, ...] = (
@@ -51,6 +52,8 @@ CAMPAIGN_DTYPES: dict[str, str] = {
     "reservation_value": "float64",
     "currency": "object",
 }
+#: The count columns: int64, unless a value lies outside the warehouse's BIGINT range (`parse_insights_rows`).
+COUNT_COLUMNS: tuple[str, ...] = tuple(c for c, dtype in CAMPAIGN_DTYPES.items() if dtype == "int64")
 REQUIRED_FIELDS: tuple[str, ...] = (
     "campaign_id",
     "campaign_name",
@@ -106,6 +109,12 @@ class _Row:
         return number
 
     def count(self, field: str, value: object) -> int:
+        # Integer text is read exactly, whatever its size (through a float, 20 digits would already be rounded).
+        if type(value) is str:
+            try:
+                return int(value)
+            except ValueError:
+                pass
         return int(round(self.number(field, value)))
 
     def date(self, field: str, known: dict[str, date]) -> date:
@@ -220,6 +229,9 @@ def parse_insights_rows(
     Raises ParseError for a row spanning several days, a missing or non-numeric required field, a currency
     other than `expected_currency`, or two different rows for the same campaign and day. Identical repeats
     (a page read twice while cursors moved) are kept once.
+
+    A count outside the warehouse's BIGINT range is not an error here: its column keeps the exact values as
+    Python ints (dtype object) instead of int64, so the contract refuses the row by name (`fits_bigint`).
     """
     parsed: dict[tuple[str, date], dict[str, Any]] = {}
     dates: dict[str, date] = {}
@@ -236,10 +248,18 @@ def parse_insights_rows(
         return empty_campaign_frame()
     # Column by column: pandas builds a frame from lists far faster than from one dict per row.
     records = parsed.values()
-    frame = pd.DataFrame(
-        {c: [r[c] for r in records] for c in CAMPAIGN_COLUMNS}, columns=list(CAMPAIGN_COLUMNS)
-    )
-    return frame.astype(CAMPAIGN_DTYPES)
+    columns = {c: [r[c] for r in records] for c in CAMPAIGN_COLUMNS}
+    dtypes = {
+        c: "object" if c in COUNT_COLUMNS and not fits_bigint(columns[c]) else dtype
+        for c, dtype in CAMPAIGN_DTYPES.items()
+    }
+    frame = pd.DataFrame(columns, columns=list(CAMPAIGN_COLUMNS))
+    return frame.astype(dtypes)
+
+
+def fits_bigint(values: Sequence[int]) -> bool:
+    """Whether every integer lies within the warehouse's BIGINT range (an int64 column can hold it)."""
+    return not values or (BIGINT_MIN <= min(values) and max(values) <= BIGINT_MAX)
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

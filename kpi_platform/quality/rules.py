@@ -455,6 +455,8 @@ ANOMALY_METRICS: tuple[str, ...] = ("spend", "clicks", "conversions")
 @dataclass(frozen=True)
 class AnomalyResult(RuleResult):
     days_checked: int
+    #: Idle client-days left out: neither judged nor in any day's history.
+    idle_days_excluded: int
     window: int
     sigma: float
     per_metric: dict[str, int]
@@ -464,6 +466,7 @@ class AnomalyResult(RuleResult):
         return {
             **super().metadata(),
             "days_checked": self.days_checked,
+            "idle_days_excluded": self.idle_days_excluded,
             "n_anomalies": len(self.culprits),
             **{f"n_{metric}_anomalies": n for metric, n in self.per_metric.items()},
             "n_clients_affected": len({c["client_id"] for c in self.culprits}),
@@ -479,11 +482,15 @@ def anomalies(
     """Client-days whose spend, clicks or conversions lie more than `sigma` standard deviations from the
     client's trailing mean.
 
-    The history of a day is the client's rows of the `window` calendar days before it (the day itself
-    excluded); a day with fewer than `min_history` such rows is not judged. A history without spread
-    (std 0, e.g. a fixed budget or a client that never converts) has nothing to measure against, so its
-    days are not flagged. Culprits carry observed, mean (= expected), std and z. CheckSeverity WARN.
+    Idle days (zero delivery: `delivery` 'idle', or no spend and no impressions without that column) are
+    stored facts, not anomalies: they are neither judged nor part of any history, so the days around one
+    are measured against the client's delivering days only. The history of a day is the client's
+    delivering rows of the `window` calendar days before it (the day itself excluded); a day with fewer
+    than `min_history` such rows is not judged. A history without spread (std 0, e.g. a fixed budget or a
+    client that never converts) has nothing to measure against, so its days are not flagged. Culprits
+    carry observed, mean (= expected), std and z. CheckSeverity WARN.
     """
+    idle = _idle(days).to_numpy(dtype=bool)
     work = pd.DataFrame(
         {
             "client_id": days["client_id"].to_numpy(),
@@ -493,7 +500,8 @@ def anomalies(
             "conversions": conversion_counts(days).astype("float64").to_numpy(),
         }
     )
-    work = work[work["ts"].notna()].sort_values(["client_id", "ts"], kind="stable")
+    dated = work["ts"].notna().to_numpy()
+    work = work[dated & ~idle].sort_values(["client_id", "ts"], kind="stable")
     metrics = list(ANOMALY_METRICS)
     rolling = (
         work.set_index("ts")
@@ -534,6 +542,7 @@ def anomalies(
         severity=CheckSeverity.WARN,
         culprits=culprits,
         days_checked=int((~np.isnan(mean[:, 0])).sum()) if len(work) else 0,
+        idle_days_excluded=int((dated & idle).sum()),
         window=window,
         sigma=float(sigma),
         per_metric={metric: int(flagged[:, i].sum()) for i, metric in enumerate(metrics)},

@@ -13,10 +13,12 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import sqlalchemy as sa
 from pandera.typing import Series
 
 from kpi_platform import settings
 from kpi_platform.quality.rules import json_value, reconcile_campaigns
+from kpi_platform.warehouse import schema as warehouse_schema
 
 #: CTR and CPC are recomputed and compared with this relative tolerance...
 RATIO_RTOL = 0.01
@@ -43,6 +45,26 @@ NON_NEGATIVE_COLUMNS: tuple[str, ...] = (
     "cpc",
     *settings.CONVERSION_COLUMNS,
 )
+#: Counts, stored as BIGINT: `fits_bigint` refuses a value the column cannot hold.
+COUNT_COLUMNS: tuple[str, ...] = ("impressions", "clicks", *settings.CONVERSION_COUNT_COLUMNS)
+
+
+def _numeric_limit(column: str) -> float:
+    """The smallest magnitude a `Numeric(precision, scale)` warehouse column cannot hold: 10^(precision - scale)."""
+    kind = warehouse_schema.client_daily_kpis.c[column].type
+    assert isinstance(kind, sa.Numeric) and kind.precision is not None and kind.scale is not None
+    return float(10 ** (kind.precision - kind.scale))
+
+
+#: Money and CPC are `Numeric(18, 2)` / `Numeric(18, 4)`: `fits_numeric` refuses values at or beyond these.
+NUMERIC_LIMITS: dict[str, float] = {c: _numeric_limit(c) for c in ("spend", "reservation_value", "cpc")}
+
+
+def _within(value: object, low: int, high: int) -> bool:
+    try:
+        return bool(low <= value <= high)  # type: ignore[operator]  # anything not comparable is outside
+    except TypeError:
+        return False
 
 
 def _ratio_consistent(
@@ -85,6 +107,20 @@ class _KpiModel(pa.DataFrameModel):
     @pa.check("currency", name="known_currency")
     def _known_currency(cls, s: pd.Series) -> pd.Series:
         return s.isin(sorted(settings.KNOWN_CURRENCIES))
+
+    # The methods are named as their rules: pandera names an inherited check by its method in the second model built.
+    @pa.check(*COUNT_COLUMNS, name="fits_bigint")
+    def fits_bigint(cls, s: pd.Series) -> pd.Series:
+        if s.dtype == "int64":
+            return pd.Series(True, index=s.index)
+        # A column that int64 could not hold (the parser keeps such counts as exact Python ints).
+        fits = s.map(lambda v: _within(v, warehouse_schema.BIGINT_MIN, warehouse_schema.BIGINT_MAX))
+        return fits.astype(bool)
+
+    @pa.check(*NUMERIC_LIMITS, name="fits_numeric")
+    def fits_numeric(cls, s: pd.Series) -> pd.Series:
+        limit = NUMERIC_LIMITS[str(s.name)]
+        return pd.to_numeric(s, errors="coerce").abs() < limit
 
     @pa.dataframe_check(ignore_na=False)
     def clicks_le_impressions(cls, df: pd.DataFrame) -> pd.Series:
@@ -297,8 +333,25 @@ def schema_failures(
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _report_rows(exc.failure_cases, frame, schema)
+        return _without_dtype_failures_of_range(_report_rows(exc.failure_cases, frame, schema), frame)
     return _empty_failures()
+
+
+def _without_dtype_failures_of_range(failures: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """A count column holding an integer beyond BIGINT cannot be int64 (the parser keeps it as Python ints): when
+    every value of such a column is an integer, its `fits_bigint` failures name the values and rows, and its
+    `dtype` failures, which only repeat them, are dropped."""
+    beyond = set(failures.loc[failures["rule"] == "fits_bigint", "column"])
+    explained = [
+        c
+        for c in beyond
+        if c in frame.columns
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in frame[c])
+    ]
+    if not explained:
+        return failures
+    repeated = failures["rule"].astype(str).str.startswith("dtype") & failures["column"].isin(explained)
+    return failures[~repeated].reset_index(drop=True)
 
 
 def sample_failures(failures: pd.DataFrame, n: int = 20) -> list[dict[str, Any]]:
@@ -450,8 +503,11 @@ def validate_collection(
         schema_failures(totals, _with_run_checks(ClientDaySchema, **run)),
         _missing_days(totals, client_id=client_id, start=start, end=end),
     ]
+    # Reconciliation sums the columns: only judged when their types are right and every count fits int64.
     structural = [
-        str(rule).startswith(("dtype", "column_in_dataframe")) for p in parts[:2] for rule in p["rule"]
+        str(rule).startswith(("dtype", "column_in_dataframe", "fits_bigint"))
+        for p in parts[:2]
+        for rule in p["rule"]
     ]
     if not any(structural):
         parts.append(_reconciliation_failures(campaigns, totals))

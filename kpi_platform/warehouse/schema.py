@@ -20,6 +20,9 @@ NAMING_CONVENTION = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+#: The values a `BigInteger` count column holds (PostgreSQL BIGINT, SQLite INTEGER): a count outside cannot be stored.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
 DELIVERY_VALUES: tuple[str, ...] = ("delivered", "idle")
 MONTH_STATUS_VALUES: tuple[str, ...] = ("provisional", "final")
 

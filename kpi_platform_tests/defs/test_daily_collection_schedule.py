@@ -16,7 +16,12 @@ from kpi_platform.warehouse import Warehouse
 CLIENTS = [
     Client("warsaw", "Warsaw", "act_1", "PLN", "Europe/Warsaw"),
     Client(
-        "ny", "New York", "act_2", "USD", "America/New_York", settings=ClientSettings(collection_hour=7, lookback_days=3)
+        "ny",
+        "New York",
+        "act_2",
+        "USD",
+        "America/New_York",
+        settings=ClientSettings(collection_hour=7, lookback_days=3),
     ),
     Client("mumbai", "Mumbai", "act_3", "USD", "Asia/Kolkata"),
     Client("off", "Off", "act_4", "EUR", "Europe/Warsaw", active=False),
@@ -76,7 +81,8 @@ def test_the_client_at_its_local_collection_hour_gets_one_run_over_its_lookback(
     "when",
     [
         datetime(2026, 11, 23, 3, 5, tzinfo=UTC),  # nobody's hour
-        datetime(2026, 11, 24, 0, 5, tzinfo=UTC),  # 19:05 on the 23rd in New York, 01:05 on the 24th in Warsaw
+        # 19:05 on the 23rd in New York, 01:05 on the 24th in Warsaw
+        datetime(2026, 11, 24, 0, 5, tzinfo=UTC),
     ],
 )
 def test_a_tick_in_nobodys_collection_hour_skips(warehouse_url, when):
@@ -86,11 +92,17 @@ def test_a_tick_in_nobodys_collection_hour_skips(warehouse_url, when):
 
 def test_the_hour_repeated_at_the_end_of_summer_time_requests_the_same_run_twice(warehouse_url):
     warehouse = Warehouse(warehouse_url)
-    night = Client("night", "Night", "act_5", "PLN", "Europe/Warsaw", settings=ClientSettings(collection_hour=2))
+    night = Client(
+        "night", "Night", "act_5", "PLN", "Europe/Warsaw", settings=ClientSettings(collection_hour=2)
+    )
     warehouse.upsert_clients([night.to_row()])
     warehouse.dispose()
     # 25 Oct 2026: 00:05 UTC is 02:05 CEST and 01:05 UTC is 02:05 CET. Both ticks ask for the same run key,
     # which Dagster launches once.
     first = requested(tick(warehouse_url, datetime(2026, 10, 25, 0, 5, tzinfo=UTC)))
     second = requested(tick(warehouse_url, datetime(2026, 10, 25, 1, 5, tzinfo=UTC)))
-    assert first["night"] == second["night"] == ("night|2026-09-27", "night|2026-10-24", "daily:night:2026-10-25")
+    assert (
+        first["night"]
+        == second["night"]
+        == ("night|2026-09-27", "night|2026-10-24", "daily:night:2026-10-25")
+    )

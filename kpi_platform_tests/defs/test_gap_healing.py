@@ -98,7 +98,9 @@ def test_gaps_are_requested_once_and_in_progress_days_never_twice(platform):
     assert platform.collect("acme", hole_end + timedelta(days=1), YESTERDAY).success
     # globex: nothing yet, but its last 5 days are queued (a run created, not started).
     queued = CollectionRequest("globex", YESTERDAY - timedelta(days=4), YESTERDAY, run_key="", reason="test")
-    platform.instance.create_run_for_job(job_def=defs.resolve_job_def("daily_collection_job"), tags=queued.tags())
+    platform.instance.create_run_for_job(
+        job_def=defs.resolve_job_def("daily_collection_job"), tags=queued.tags()
+    )
 
     result, cursor = tick(platform, defs, sensor, None)
     assert ranges(result) == {
@@ -149,7 +151,9 @@ def test_transient_failures_retry_soon_and_unknown_failures_cool_down(platform, 
     start = YESTERDAY - timedelta(days=1)
     # globex: Meta answers code 2 ("retry later") and the client has no attempts left: transient.
     outage = '{"fail_page": 1, "fail_page_error": 2}'
-    assert not platform.collect("globex", start, YESTERDAY, simulator_faults_json=outage, max_attempts=1).success
+    assert not platform.collect(
+        "globex", start, YESTERDAY, simulator_faults_json=outage, max_attempts=1
+    ).success
 
     # acme: its run goes to a warehouse where it is not registered. Not a Meta error, so not known to be
     # transient: it is treated like a bug or a database error.
@@ -180,8 +184,7 @@ def three_clients(platform, monkeypatch):
     """acme and globex heal normally; initech's collections run with a token Meta rejects."""
     clients_file = settings.clients_file()
     clients_file.write_text(
-        CLIENTS_YAML
-        + "  - {id: initech, name: Initech, ad_account_id: act_100000000003, currency: EUR, "
+        CLIENTS_YAML + "  - {id: initech, name: Initech, ad_account_id: act_100000000003, currency: EUR, "
         "timezone: Europe/Warsaw}\n",
         encoding="utf-8",
     )

@@ -136,7 +136,11 @@ def test_a_month_breaking_its_contract_is_refused_and_the_stored_summary_stays(p
         )
     with pytest.raises(ContractViolation, match="acme"):
         build_monthly_summary(
-            warehouse=platform.warehouse, client_id="acme", month=october, today=date(2026, 12, 1), run_id="bad"
+            warehouse=platform.warehouse,
+            client_id="acme",
+            month=october,
+            today=date(2026, 12, 1),
+            run_id="bad",
         )
     after = platform.warehouse.read_monthly(client_id="acme")
     assert list(after["run_id"]) == ["good"] and after["clicks"].equals(before["clicks"])

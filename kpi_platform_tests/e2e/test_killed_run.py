@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -338,6 +338,8 @@ def healer_ranges(clients: list[Client], now: datetime) -> dict[str, ClientRange
 
 
 def test_killed_run_workers_free_their_slots_and_their_days_heal(profile: Profile):
+    """Two run workers killed with SIGKILL mid-step: their runs fail, nothing stays held for them, the queued run
+    runs, and their days are stored again (one by Dagster's run retry, one by the gap healer), each exactly once."""
     instance, warehouse = profile.instance, profile.warehouse
     warehouse.migrate()
     clients = load_clients(Path(profile.env[settings.ENV_CLIENTS_FILE]))
@@ -353,7 +355,7 @@ def test_killed_run_workers_free_their_slots_and_their_days_heal(profile: Profil
         stack.start_servers()
         # Queued before the daemon starts, in this order: acme and globex start first and take both slots,
         # initech waits. globex may not be retried by Dagster, so only the gap healer can bring its days back.
-        run_tags: dict[str, dict[str, Any]] = {
+        run_tags: dict[str, dict[str, str]] = {
             "acme": {},
             "globex": {MAX_RETRIES_TAG: "0"},
             "initech": {},
@@ -392,7 +394,6 @@ def test_killed_run_workers_free_their_slots_and_their_days_heal(profile: Profil
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        assert all(status(instance, run_id) == dg.DagsterRunStatus.STARTED for run_id in victims)
 
         wait_until(
             lambda: all(status(instance, run_id) == dg.DagsterRunStatus.FAILURE for run_id in victims),

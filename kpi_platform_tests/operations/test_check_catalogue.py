@@ -41,13 +41,17 @@ def test_the_warehouse_checks_are_the_catalogued_ones_with_the_catalogued_severi
     assert sorted(o.name for o in outcomes) == sorted(catalogued)
     for outcome in outcomes:
         assert outcome.severity == catalogued[outcome.name].severity
-        assert dg.AssetKey(list(catalogued[outcome.name].asset)).path[-1].endswith(
-            "client_daily_kpis" if outcome.asset == "daily" else "client_monthly_summary"
+        assert (
+            dg.AssetKey(list(catalogued[outcome.name].asset))
+            .path[-1]
+            .endswith("client_daily_kpis" if outcome.asset == "daily" else "client_monthly_summary")
         )
 
 
 def test_an_alert_takes_its_urgency_and_advice_from_the_catalogue():
-    [alert] = check_alerts([CheckFact("meta_ads/client_daily_kpis", "no_split_days", False, {"summary": "1 day"})])
+    [alert] = check_alerts(
+        [CheckFact("meta_ads/client_daily_kpis", "no_split_days", False, {"summary": "1 day"})]
+    )
     assert alert.severity is Severity.HIGH
     assert check_catalogue.advice("no_split_days") in alert.body
     [unknown] = check_alerts([CheckFact("x/y", "made_up", False, {})])

@@ -66,7 +66,10 @@ def test_the_code_servers_child_grpc_server_is_started_through_this_module_too()
 @pytest.mark.parametrize(
     ("argv", "modules"),
     [
-        (["code-server", "start", "-m", "kpi_platform.definitions", "-a", "defs"], ["kpi_platform.definitions"]),
+        (
+            ["code-server", "start", "-m", "kpi_platform.definitions", "-a", "defs"],
+            ["kpi_platform.definitions"],
+        ),
         (["api", "grpc", "--module-name=tests.defs", "-p", "4000"], ["tests.defs"]),
         (["api", "grpc", "-f", "defs.py"], []),
     ],

@@ -17,13 +17,17 @@ from kpi_platform.runtime.daemon import (
 from kpi_platform_tests.support.fresh_python import run_in_fresh_python
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [(None, DEFAULT_BACKFILL_INTERVAL_S), ("", 5), (" 12 ", 12), ("1", 1)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [(None, DEFAULT_BACKFILL_INTERVAL_S), ("", 5), (" 12 ", 12), ("1", 1)]
+)
 def test_interval_from_the_environment(raw, seconds):
     env = {} if raw is None else {ENV_BACKFILL_INTERVAL: raw}
     assert backfill_interval_s(env) == seconds
 
 
-@pytest.mark.parametrize(("raw", "message"), [("5s", "not a whole number"), ("0", "outside 1..300"), ("301", "outside")])
+@pytest.mark.parametrize(
+    ("raw", "message"), [("5s", "not a whole number"), ("0", "outside 1..300"), ("301", "outside")]
+)
 def test_bad_interval_is_refused_with_the_variable_named(raw, message):
     with pytest.raises(ValueError, match=rf"{ENV_BACKFILL_INTERVAL}=.*{message}"):
         backfill_interval_s({ENV_BACKFILL_INTERVAL: raw})
@@ -72,4 +76,11 @@ def test_a_bad_interval_stops_the_daemon_before_it_starts(tmp_path):
 
 def test_the_deployment_starts_the_daemon_through_this_module(tmp_path):
     spec = daemon_spec(workspace=tmp_path / "workspace.yaml")
-    assert spec.argv == (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(tmp_path / "workspace.yaml"))
+    assert spec.argv == (
+        sys.executable,
+        "-m",
+        "kpi_platform.runtime.daemon",
+        "run",
+        "-w",
+        str(tmp_path / "workspace.yaml"),
+    )

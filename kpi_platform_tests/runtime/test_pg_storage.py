@@ -15,7 +15,10 @@ from kpi_platform_tests.support.postgres import create_temp_database, postgres_s
 pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2026-10-01", end_date="2026-10-11")
-RANGE = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-10"}
+RANGE = {
+    "dagster/asset_partition_range_start": "2026-10-01",
+    "dagster/asset_partition_range_end": "2026-10-10",
+}
 KEYS = DAYS.get_partition_keys()
 SHOULD_FAIL = {"now": True}
 
@@ -29,7 +32,8 @@ def ranged(context) -> None:
 
 @pytest.fixture(params=["pooled", "stock"])
 def instance(request, monkeypatch, pg_admin_url) -> Iterator[dg.DagsterInstance]:
-    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # as deploy.py sets it for the production processes
+    # As deploy.py sets it for the production processes.
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
     url, drop = create_temp_database("kpi_dagster")
     storage = postgres_storage(url)
     overrides: dict = {"storage": storage}
@@ -44,7 +48,9 @@ def instance(request, monkeypatch, pg_admin_url) -> Iterator[dg.DagsterInstance]
         }
     try:
         with dg.instance_for_test(overrides=overrides) as inst:
-            assert isinstance(inst.event_log_storage, PooledPostgresEventLogStorage) == (request.param == "pooled")
+            assert isinstance(inst.event_log_storage, PooledPostgresEventLogStorage) == (
+                request.param == "pooled"
+            )
             yield inst
     finally:
         drop()
@@ -52,7 +58,9 @@ def instance(request, monkeypatch, pg_admin_url) -> Iterator[dg.DagsterInstance]
 
 def _status(instance: dg.DagsterInstance) -> set[str]:
     statuses = instance.get_status_by_partition(ranged.key, KEYS, DAYS) or {}
-    return {str(getattr(s, "value", s)) for s in statuses.values()} | ({"NONE"} if len(statuses) < len(KEYS) else set())
+    return {str(getattr(s, "value", s)) for s in statuses.values()} | (
+        {"NONE"} if len(statuses) < len(KEYS) else set()
+    )
 
 
 def test_a_range_runs_planned_events_give_failed_then_materialized_partitions(instance, monkeypatch):
@@ -61,7 +69,10 @@ def test_a_range_runs_planned_events_give_failed_then_materialized_partitions(in
     store_event = storage.store_event
 
     def counting_store_event(event):
-        if event.dagster_event and event.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+        if (
+            event.dagster_event
+            and event.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ):
             one_by_one.append(event.dagster_event.partition)
         store_event(event)
 

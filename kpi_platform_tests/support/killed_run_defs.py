@@ -10,7 +10,7 @@ from kpi_platform.operations import plans
 from kpi_platform_tests.support.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S, defs
 
 #: The first non-transient failure's cool-down in this code location (doubling after each further one).
-KILLED_RUN_COOLDOWN_S = 30.0
+KILLED_RUN_COOLDOWN_S = 45.0
 
 plans.NON_TRANSIENT_BASE_COOLDOWN_S = KILLED_RUN_COOLDOWN_S
 

@@ -36,14 +36,18 @@ def postgres_or_skip() -> sa.engine.URL:
             conn.execute(sa.text("select 1"))
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
-        reason = f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {type(exc).__name__}"
+        reason = (
+            f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {type(exc).__name__}"
+        )
         if os.environ.get(settings.ENV_REQUIRE_POSTGRES) == "1":
             pytest.fail(f"KPI_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
     return url
 
 
-def create_temp_database(prefix: str = "kpi_test", *, template: str | None = None) -> tuple[str, Callable[[], None]]:
+def create_temp_database(
+    prefix: str = "kpi_test", *, template: str | None = None
+) -> tuple[str, Callable[[], None]]:
     """Create a database, empty or a copy of `template`; return its URL and a function that drops it.
 
     A copy of the migrated template (see `create_migrated_template`) is a warehouse at head: `migrate()` on it only

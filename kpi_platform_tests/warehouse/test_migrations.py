@@ -50,7 +50,9 @@ def _compared(dialect: str):
     """Every object but, on PostgreSQL, the foreign keys checked by triggers there (tested below instead)."""
 
     def include_object(_obj, name, type_, _reflected, _compare_to) -> bool:
-        trigger_checked = type_ == "foreign_key_constraint" and name in schema.POSTGRES_TRIGGER_CHECKED_FOREIGN_KEYS
+        trigger_checked = (
+            type_ == "foreign_key_constraint" and name in schema.POSTGRES_TRIGGER_CHECKED_FOREIGN_KEYS
+        )
         return not (dialect == "postgresql" and trigger_checked)
 
     return include_object

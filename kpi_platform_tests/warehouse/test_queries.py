@@ -122,7 +122,8 @@ def test_money_of_two_currencies_is_never_added(warehouse):
 
 def test_simulated_days_are_never_added_to_real_ones(warehouse):
     real = [
-        {**day_row("cafe", d), "source": settings.SOURCE_META} for d in span(date(2026, 1, 1), date(2026, 1, 3))
+        {**day_row("cafe", d), "source": settings.SOURCE_META}
+        for d in span(date(2026, 1, 1), date(2026, 1, 3))
     ]
     simulated = [day_row("cafe", d) for d in span(date(2026, 1, 4), date(2026, 1, 5))]
     store_days(warehouse, "cafe", real + simulated)

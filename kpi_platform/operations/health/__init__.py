@@ -24,6 +24,7 @@ from kpi_platform.warehouse import Warehouse
 if TYPE_CHECKING:
     import dagster as dg
 
+from kpi_platform.operations.health.activity_checks import check_activity
 from kpi_platform.operations.health.instance_checks import check_asset_checks, check_daemon, check_in_progress
 from kpi_platform.operations.health.report import (
     DAEMON_HEARTBEAT_UNHEALTHY_S,
@@ -66,6 +67,7 @@ HEALTH_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("hours_since_collection", 2.0, check_hours_since_collection),
     CheckSpec("asset_checks", 1.0, check_asset_checks, needs_instance=True),
     CheckSpec("circuit_breakers", 2.0, check_circuit_breakers),
+    CheckSpec("activity", 1.0, check_activity),
     CheckSpec("daemon", 2.0, check_daemon, needs_instance=True),
     CheckSpec("in_progress", 0.0, check_in_progress, needs_instance=True),
 )

@@ -183,8 +183,12 @@ def test_known_problems_are_counted_per_check(collected):
     platform.instance.create_run_for_job(job_def=job, tags=queued)  # NOT_STARTED: created, waiting
     platform.instance.add_backfill(
         PartitionBackfill(
-            backfill_id="bf1", status=BulkActionStatus.REQUESTED, from_failure=False, tags={},
-            backfill_timestamp=time.time(), partition_names=["acme|2025-01-01"],
+            backfill_id="bf1",
+            status=BulkActionStatus.REQUESTED,
+            from_failure=False,
+            tags={},
+            backfill_timestamp=time.time(),
+            partition_names=["acme|2025-01-01"],
         )
     )
     checks_job = platform.defs().resolve_job_def("warehouse_checks_job")
@@ -225,7 +229,9 @@ def test_known_problems_are_counted_per_check(collected):
         (TODAY - timedelta(days=3)).isoformat(),
     ]
     assert result.check("yesterday_collection").details["overdue"] == ["globex"]
-    assert result.check("split_days").details["days_by_client"] == {"acme": [(TODAY - timedelta(days=10)).isoformat()]}
+    assert result.check("split_days").details["days_by_client"] == {
+        "acme": [(TODAY - timedelta(days=10)).isoformat()]
+    }
     assert result.check("circuit_breakers").details["clients_blocked"] == ["globex"]
     assert "completeness_meets_target (ERROR)" in result.check("asset_checks").summary
 
@@ -258,7 +264,10 @@ def test_failed_checks_by_severity_warn_healthy_blocking_unhealthy(collected):
 
     @dg.asset(
         key=probe_key,
-        check_specs=[dg.AssetCheckSpec("hint", asset=probe_key), dg.AssetCheckSpec("gate", asset=probe_key, blocking=True)],
+        check_specs=[
+            dg.AssetCheckSpec("hint", asset=probe_key),
+            dg.AssetCheckSpec("gate", asset=probe_key, blocking=True),
+        ],
     )
     def probe():
         yield dg.MaterializeResult()
@@ -281,7 +290,9 @@ def test_failed_checks_by_severity_warn_healthy_blocking_unhealthy(collected):
 
 def test_a_check_planned_in_a_failed_run_is_judged_by_its_previous_result(collected):
     # A collection that fails on the API before validating leaves the contract check planned without a result.
-    failed = collected.collect("acme", YESTERDAY, YESTERDAY, simulator_faults_json='{"fail_page": 1, "fail_page_error": 190}')
+    failed = collected.collect(
+        "acme", YESTERDAY, YESTERDAY, simulator_faults_json='{"fail_page": 1, "fail_page_error": 190}'
+    )
     assert not failed.success
     check = report(collected).check("asset_checks")
     assert check.status == HealthStatus.HEALTHY
@@ -302,8 +313,12 @@ def test_inactive_clients_are_not_judged(platform):
     assert platform.collect("acme", TODAY - timedelta(days=35), YESTERDAY).success
     set_fetched_at(platform, "acme", NOW - timedelta(hours=1))
     row = platform.warehouse.get_client("globex")
-    platform.warehouse.upsert_clients([{k: row[k] for k in ("client_id", "name", "ad_account_id", "currency",
-                                                              "timezone", "settings")} | {"active": False}])
+    platform.warehouse.upsert_clients(
+        [
+            {k: row[k] for k in ("client_id", "name", "ad_account_id", "currency", "timezone", "settings")}
+            | {"active": False}
+        ]
+    )
     result = report(platform)
     assert result.metrics()["clients_active"] == 1
     assert result.status == HealthStatus.HEALTHY
@@ -508,9 +523,7 @@ def test_each_client_is_due_by_its_own_freshness_deadline():
     from kpi_platform.clients import Client, ClientSettings
     from kpi_platform.operations.health import HealthContext
 
-    early = Client(
-        id="early", name="Early", ad_account_id="act_1", currency="EUR", timezone="Europe/Warsaw"
-    )
+    early = Client(id="early", name="Early", ad_account_id="act_1", currency="EUR", timezone="Europe/Warsaw")
     late = replace(early, id="late", settings=ClientSettings(freshness_deadline_hour=14))
     noon_warsaw = datetime(2026, 11, 10, 11, 0, tzinfo=UTC)  # 12:00 in Warsaw
     ctx = HealthContext(warehouse=None, instance=None, clients=[early, late], now_utc=noon_warsaw)
