@@ -11,6 +11,7 @@ from kpi_platform import settings
 from kpi_platform.defs.activity import (
     ACTIVITY_ASSETS,
     ACTIVITY_CHECKS,
+    ACTIVITY_SENSORS,
     activity_snapshot_job,
     activity_snapshot_schedule,
 )
@@ -31,6 +32,7 @@ from kpi_platform.defs.monthly import (
 )
 from kpi_platform.defs.quality_checks import (
     checks_after_collection_sensor,
+    kpi_warehouse,
     warehouse_checks,
     warehouse_checks_job,
     warehouse_checks_schedule,
@@ -44,9 +46,12 @@ def build_defs(
     gap_healing_interval_s: int = 300,
     healing_horizon_days: int = settings.HEALING_HORIZON_DAYS,
     executor: dg.ExecutorDefinition = dg.in_process_executor,
+    activity_sensors: bool = True,
 ) -> dg.Definitions:
     """Assemble the code location; `resources` overrides the default wiring by key, the gap-healing sensor's
-    interval and horizon default to production's (end-to-end tests shorten them).
+    interval and horizon default to production's (end-to-end tests shorten them). `activity_sensors=False` leaves
+    out the activity snapshot's healing and alert sensors (end-to-end tests of collection, which count every run
+    and alert of their instance).
 
     Runs execute their steps in the run's own process: every job is one asset step (plus its checks), so a
     process per step would only add an interpreter start and the imports to each run (see
@@ -60,7 +65,8 @@ def build_defs(
     # The health report judges exactly the checks assembled here (in-asset ones included).
     check_keys = [key for definition in (*assets, *asset_checks) for key in definition.check_keys]
     return dg.Definitions(
-        assets=[*assets, build_health_report_asset(check_keys)],
+        # `kpi_warehouse` is external (never materialized): it only carries the warehouse-wide checks.
+        assets=[*assets, kpi_warehouse, build_health_report_asset(check_keys)],
         asset_checks=asset_checks,
         jobs=[daily_collection_job, monthly_summary_job, warehouse_checks_job, activity_snapshot_job, *HEALTH_JOBS],
         schedules=[
@@ -70,7 +76,7 @@ def build_defs(
             activity_snapshot_schedule,
             *HEALTH_SCHEDULES,
         ],
-        sensors=[clients_sync_sensor, kpi_automation_sensor, checks_after_collection_sensor, gap_healing_sensor, *ALERT_SENSORS],
+        sensors=[clients_sync_sensor, kpi_automation_sensor, checks_after_collection_sensor, gap_healing_sensor, *ALERT_SENSORS, *(ACTIVITY_SENSORS if activity_sensors else [])],
         resources={**default_resources(), **(resources or {})},
         executor=executor,
     )

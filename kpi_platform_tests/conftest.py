@@ -1,11 +1,11 @@
 """Fixtures every test directory may use: PostgreSQL databases (empty, or copied from a warehouse template migrated
-once per session), warehouse URLs on both backends, and the guard against Dagster's current defs-state storage.
+once per session), warehouse URLs on both backends, an initialised Dagster instance home to copy, and the guard
+against Dagster's current defs-state storage. The helpers behind them live in `kpi_platform_tests.support`.
 
 Also the markers: every test that uses a PostgreSQL database is marked `postgres` here, so
 `pytest -m "not postgres and not e2e"` runs the unit layer without a server; tests under `e2e/` are marked `e2e`.
 A fixture that creates a PostgreSQL database requests `pg_admin_url` (or a fixture that does), or is parametrized
-with "postgresql", and its tests are marked through that. The helpers themselves live in
-`kpi_platform_tests.support.postgres`.
+with "postgresql", and its tests are marked through that.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kpi_platform_tests.support.dagster_instance import create_instance_template
 from kpi_platform_tests.support.postgres import create_migrated_template, postgres_or_skip, temp_database
 
 E2E_DIR = Path(__file__).parent / "e2e"
@@ -28,7 +29,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     selects)."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "pg_admin_url" in getattr(item, "fixturenames", ()) or POSTGRESQL in params.values():
+        on_postgresql = any(isinstance(value, str) and value == POSTGRESQL for value in params.values())
+        if on_postgresql or "pg_admin_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
         if E2E_DIR in item.path.parents and item.get_closest_marker("e2e") is None:
             item.add_marker(pytest.mark.e2e)
@@ -87,6 +89,13 @@ def migrated_warehouse_url(request, tmp_path) -> Iterator[str]:
     else:
         with temp_database(template=request.getfixturevalue("pg_template")) as url:
             yield url
+
+
+@pytest.fixture(scope="session")
+def dagster_instance_template(tmp_path_factory) -> Path:
+    """An initialised, empty test instance home, made once per session: `support.platform.make_platform` opens
+    its instances on copies of it."""
+    return create_instance_template(tmp_path_factory.mktemp("dagster_instance_template") / "home")
 
 
 @pytest.fixture

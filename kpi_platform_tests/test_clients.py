@@ -7,7 +7,14 @@ import textwrap
 import pytest
 
 from kpi_platform import settings
-from kpi_platform.clients import Client, ClientConfigError, load_clients, parse_clients, plan_sync
+from kpi_platform.clients import (
+    Client,
+    ClientConfigError,
+    load_clients,
+    parse_clients,
+    partition_removal_refusal,
+    plan_sync,
+)
 
 GOOD = {
     "id": "acme",
@@ -134,3 +141,19 @@ def test_plan_only_adds_partitions(tmp_path):
     plan = plan_sync(load_clients(path), existing_partitions=["a", "gone"])
     assert plan.partitions_to_add == ("b",)
     assert plan.active_ids == ("a",)
+
+
+def test_only_a_partition_nobody_knows_may_be_removed():
+    clients = parse_clients(doc(GOOD))
+    partitions = ["acme", "initech", "acme-dentl"]
+
+    def refusal(client_id: str) -> str | None:
+        return partition_removal_refusal(
+            client_id, clients=clients, registered=["acme", "initech"], partitions=partitions
+        )
+
+    assert refusal("acme-dentl") is None
+    assert "is in clients.yaml" in refusal("acme")
+    assert "registered in the warehouse" in refusal("initech")
+    missing = refusal("nobody")
+    assert missing == "there is no client partition 'nobody' (partitions: acme, initech, acme-dentl)"

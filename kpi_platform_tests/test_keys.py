@@ -16,6 +16,8 @@ from kpi_platform.keys import (
     client_of,
     client_ranges,
     contiguous,
+    day_range_from_tags,
+    day_range_tags,
     is_client_key,
     keys_of_range,
     parse_key,
@@ -77,3 +79,15 @@ def test_a_run_of_another_job_covers_no_client_days():
     assert ClientRange.from_tags({"dagster/partition": "2026-01-01"}) is None
     assert ClientRange.from_tags({RANGE_START_TAG: "2026-01-01", RANGE_END_TAG: "2026-01-31"}) is None
     assert ClientRange.from_tags({}) is None
+
+
+def test_plain_date_range_tags_round_trip_and_client_keys_are_not_dates():
+    first, last = date(2026, 11, 1), date(2026, 11, 3)
+    tags = day_range_tags(first, last)
+    assert tags == {RANGE_START_TAG: "2026-11-01", RANGE_END_TAG: "2026-11-03"}
+    assert day_range_from_tags(tags) == (first, last)
+    assert day_range_from_tags({"dagster/partition": "2026-11-02"}) == (date(2026, 11, 2), date(2026, 11, 2))
+    assert day_range_from_tags(ClientRange("acme", first, last).tags()) is None
+    assert day_range_from_tags({"dagster/partition": "acme|2026-11-02"}) is None
+    assert day_range_from_tags(day_range_tags(last, first)) is None
+    assert day_range_from_tags({}) is None

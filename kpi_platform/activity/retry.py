@@ -22,7 +22,7 @@ T = TypeVar("T")
 #: Attempts of one call in all (the first and two retries).
 CONNECTION_ATTEMPTS = 3
 #: Waits between attempts: 2 s, then 4 s (exponential, at most 30 s).
-CONNECTION_WAIT = tenacity.wait_exponential(multiplier=1, exp_base=2, min=2, max=30)
+CONNECTION_WAIT = tenacity.wait_exponential(multiplier=2, exp_base=2, max=30)
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -55,11 +55,12 @@ def call_with_connection_retries(
     what: str,
     log: logging.Logger = logger,
     attempts: int = CONNECTION_ATTEMPTS,
-    wait: tenacity.wait.wait_base = CONNECTION_WAIT,
-    sleep: Callable[[float], None] = tenacity.nap.sleep,
+    wait: tenacity.wait.wait_base | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """`fn()`, repeated while it fails with a connection error (`is_connection_error`), at most `attempts` times in
-    all with exponential waits between them; each failed attempt is logged as a WARNING naming `what`.
+    all with exponential waits between them (`CONNECTION_WAIT` unless given); each failed attempt is logged as a
+    WARNING naming `what`.
 
     Any other exception propagates at once. When every attempt failed, raises `DatabaseUnavailableError` naming
     `what`, the attempts and the last error (chained to it). `sleep` is for tests.
@@ -77,10 +78,10 @@ def call_with_connection_retries(
 
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(attempts),
-        wait=wait,
+        wait=wait if wait is not None else CONNECTION_WAIT,
         retry=tenacity.retry_if_exception(is_connection_error),
         before_sleep=before_sleep,
-        sleep=sleep,
+        sleep=sleep if sleep is not None else tenacity.nap.sleep,
         reraise=True,
     )
     try:

@@ -1,5 +1,8 @@
 """The platform activity snapshot asset and its two checks, evaluated over the rows stored in the warehouse."""
 
+import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -7,13 +10,33 @@ from pydantic import Field
 
 from kpi_platform import settings
 from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
-from kpi_platform.activity.snapshot import describe_days, missing_metrics, snapshot_rows, totals_mismatches
 from kpi_platform.activity.retry import DatabaseUnavailableError, call_with_connection_retries
+from kpi_platform.activity.snapshot import describe_days, missing_metrics, snapshot_rows, totals_mismatches
 from kpi_platform.activity.source import AppDatabaseError
+from kpi_platform.defs import run_history
 from kpi_platform.defs.partitions import daily_partitions
 from kpi_platform.defs.resources import AppDatabaseResource, WarehouseResource
+from kpi_platform.keys import day_range_tags
 from kpi_platform.operations import check_catalogue
-from kpi_platform.warehouse import Warehouse
+from kpi_platform.operations.activity_watch import (
+    ACTIVITY_PREFIX,
+    FAILURES_CRITICAL,
+    HEAL_BASE_COOLDOWN_S,
+    HORIZON_DAYS,
+    MISSING_PREFIX,
+    DayFailure,
+    FailureStreak,
+    activity_alerts,
+    day_of_missing_key,
+    describe_plan,
+    plan_activity_healing,
+    prune_day_failures,
+    read_activity_facts,
+    record_day_failures,
+)
+from kpi_platform.operations.alerts import Notifier, SyncResult
+from kpi_platform.operations.plans import IN_PROGRESS
+from kpi_platform.warehouse import Warehouse, as_utc
 from kpi_platform.warehouse.store import describe_replacements
 
 DAILY_ACTIVITY_SNAPSHOT = dg.AssetKey(list(check_catalogue.ACTIVITY_SNAPSHOT_ASSET))
@@ -54,6 +77,9 @@ def daily_activity_snapshot(
     The application deletes rows outright, so a day's counts are only true when taken: a stored snapshot is
     immutable. A re-run reports its days as already recorded and leaves them; `force: true` replaces them
     (logged per day, old → new). A one-day run and a year's backfill take the same path, in one run.
+    A day snapshotted after it was due (02:00 UTC the next day) is stored with metadata `late: true`: rows deleted
+    since the day ended are not in its counts. Database connection errors (application database and warehouse)
+    are retried 3 times with exponential backoff, each attempt logged; other errors fail the run at once.
     """
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
     reader = app_db.get_app_database()
@@ -216,3 +242,174 @@ activity_snapshot_job = dg.define_asset_job(
 activity_snapshot_schedule = dg.build_schedule_from_partitioned_job(
     activity_snapshot_job, hour_of_day=0, minute_of_hour=30, default_status=dg.DefaultScheduleStatus.RUNNING
 )
+
+
+# --- Healing missed days ----------------------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_activity_gap_healing_sensor(
+    *,
+    minimum_interval_seconds: int = 300,
+    horizon_days: int = HORIZON_DAYS,
+    clock: Callable[[], datetime] = _utc_now,
+) -> dg.SensorDefinition:
+    """The activity healing sensor; the defaults are production's, `clock` (aware) lets tests tick at fixed times."""
+
+    @dg.sensor(
+        name="activity_gap_healing_sensor",
+        job=activity_snapshot_job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests the activity snapshot of every due day of the last {horizon_days} days (day D is due "
+        "from 02:00 UTC on D + 1) that lacks any of its five metrics and is not queued, running or in a backfill: "
+        "one run per contiguous range, newest first. A day whose run failed waits "
+        f"{HEAL_BASE_COOLDOWN_S / 60:.0f} min, doubling with each failure in a row (at most 8 h). A snapshot taken "
+        "late is labelled `late` (rows deleted since the day are not in its counts).",
+    )
+    def activity_gap_healing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+        return _heal_activity(context, warehouse.get_warehouse(), horizon_days=horizon_days, now_utc=clock())
+
+    return activity_gap_healing_sensor
+
+
+def _is_snapshot_run(run: dg.DagsterRun) -> bool:
+    return run_history.runs_asset(run, job_name=activity_snapshot_job.name, asset_key=DAILY_ACTIVITY_SNAPSHOT)
+
+
+def _heal_activity(
+    context: dg.SensorEvaluationContext, wh: Warehouse, *, horizon_days: int, now_utc: datetime
+) -> dg.SensorResult:
+    state = json.loads(context.cursor) if context.cursor else {}
+    # Watermark on Dagster's run update times: every failed snapshot run is counted once, oldest first.
+    since = float(state.get("since", 0.0))
+    tick = int(state.get("tick", 0)) + 1
+    failures = {k: DayFailure.from_json(v) for k, v in state.get("failures", {}).items()}
+    for record in run_history.failed_runs_since(context.instance, datetime.fromtimestamp(since, UTC)):
+        since = max(since, record.update_timestamp.timestamp())
+        days = run_history.run_days(record.dagster_run) if _is_snapshot_run(record.dagster_run) else None
+        if days is not None:
+            _, reason = run_history.failure_reason(context.instance, record.dagster_run.run_id)
+            failures = record_day_failures(
+                failures,
+                first=days[0],
+                last=days[1],
+                failed_ts=record.update_timestamp.timestamp(),
+                reason=reason,
+            )
+
+    missing = read_activity_facts(wh, now_utc=now_utc, horizon_days=horizon_days).missing_in_window
+    keys = [day.isoformat() for day in missing]
+    # None until the asset has its first event on this instance.
+    statuses = (
+        context.instance.get_status_by_partition(DAILY_ACTIVITY_SNAPSHOT, keys, daily_partitions) or {}
+        if keys
+        else {}
+    )
+    busy = {key for key, status in statuses.items() if status is not None and status.value == IN_PROGRESS}
+    busy |= run_history.backfill_reserved_keys(context.instance, DAILY_ACTIVITY_SNAPSHOT) & set(keys)
+    failures = prune_day_failures(failures, missing=missing)
+    plan = plan_activity_healing(
+        missing=missing,
+        in_progress={date.fromisoformat(key) for key in busy},
+        failures=failures,
+        now_ts=now_utc.timestamp(),
+    )
+    context.log.info(describe_plan(plan))
+    cursor = json.dumps({"since": since, "tick": tick, "failures": {k: m.to_json() for k, m in failures.items()}})
+    if not plan.ranges:
+        return dg.SensorResult(skip_reason=dg.SkipReason("no missed activity days to heal"), cursor=cursor)
+    requests = [
+        dg.RunRequest(
+            run_key=f"activity-heal:{first}:{last}:{tick}",
+            tags={**day_range_tags(first, last), "kpi/reason": "activity_heal"},
+        )
+        for first, last in plan.ranges
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+# --- Alerts -----------------------------------------------------------------------------------------------------
+
+
+def failure_streak(instance: dg.DagsterInstance) -> FailureStreak:
+    """The snapshot job's failed runs in a row (Dagster's run history) and the newest one's error."""
+    records = run_history.failures_in_a_row(
+        instance, job_name=activity_snapshot_job.name, asset_key=DAILY_ACTIVITY_SNAPSHOT
+    )
+    if not records:
+        return FailureStreak()
+    newest = records[0]
+    error, message = run_history.step_failure(instance, newest.dagster_run.run_id)
+    return FailureStreak(
+        count=len(records),
+        run_id=newest.dagster_run.run_id,
+        failed_at=as_utc(newest.update_timestamp),
+        error=error,
+        message=message,
+    )
+
+
+def sync_activity_alerts(
+    instance: dg.DagsterInstance, wh: Warehouse, *, log: logging.Logger, now_utc: datetime
+) -> SyncResult:
+    """Raise the activity problems of now and resolve those gone (scope `activity:`)."""
+    notifier = Notifier.from_env(wh, log=log)
+    # A day whose alert is open stays judged after it leaves the horizon: resolved only once it is stored.
+    open_days = [day_of_missing_key(p.key) for p in notifier.open_problems(scope_prefix=MISSING_PREFIX)]
+    facts = read_activity_facts(wh, now_utc=now_utc, also_days=[d for d in open_days if d is not None])
+    return notifier.sync(activity_alerts(facts, failure_streak(instance)), ACTIVITY_PREFIX)
+
+
+def _summary(result: SyncResult) -> str:
+    return (
+        f"activity alerts: {len(result.open)} open, {len(result.notified)} new, {len(result.resolved)} resolved"
+        + (f" ({', '.join(result.open)})" if result.open else "")
+    )
+
+
+def build_activity_alert_sensor(
+    *, minimum_interval_seconds: int = 120, clock: Callable[[], datetime] = _utc_now
+) -> dg.SensorDefinition:
+    """The periodic activity alert sync; `clock` (aware) lets tests evaluate it at fixed times."""
+
+    @dg.sensor(
+        name="activity_alert_sensor",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Activity snapshot alerts, each raised once and resolved when fixed: a due day missing "
+        "(MEDIUM), the snapshot job failing (MEDIUM, CRITICAL from "
+        f"{FAILURES_CRITICAL} failed runs in a row), no snapshot for 48 h (CRITICAL).",
+    )
+    def activity_alert_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+        result = sync_activity_alerts(context.instance, warehouse.get_warehouse(), log=context.log, now_utc=clock())
+        summary = _summary(result)
+        context.log.info(summary)
+        return dg.SkipReason(summary)
+
+    return activity_alert_sensor
+
+
+@dg.run_failure_sensor(
+    name="activity_failure_alert_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a run of the activity snapshot fails, syncs the activity alerts at once: the failure alert "
+    f"(MEDIUM, CRITICAL from {FAILURES_CRITICAL} failed runs of activity_snapshot_job in a row) and missing days.",
+)
+def activity_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
+    if not _is_snapshot_run(context.dagster_run):
+        return dg.SkipReason("not an activity snapshot run")
+    result = sync_activity_alerts(
+        context.instance, warehouse.get_warehouse(), log=context.log, now_utc=datetime.now(UTC)
+    )
+    context.log.info(_summary(result))
+    return None
+
+
+activity_gap_healing_sensor = build_activity_gap_healing_sensor()
+activity_alert_sensor = build_activity_alert_sensor()
+ACTIVITY_SENSORS = [activity_gap_healing_sensor, activity_alert_sensor, activity_failure_alert_sensor]

@@ -52,7 +52,7 @@ def load_client(warehouse: Warehouse, client_id: str) -> Client:
     if row is None:
         raise UnknownClientError(
             f"client '{client_id}' is not registered (it is not in clients.yaml), so its partition cannot be "
-            f"collected: add the client to clients.yaml (clients_sync_sensor registers it within a minute), or "
+            "collected: add the client to clients.yaml (clients_sync_sensor registers it within a minute), or "
             f"remove the partition with `kpi-platform clients remove-partition {client_id}` (README › Runbook › "
             "A client partition that is not in clients.yaml)."
         )

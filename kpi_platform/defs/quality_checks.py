@@ -1,4 +1,11 @@
-"""Warehouse-wide asset checks, the job that runs them, and what triggers it (after collection, and hourly)."""
+"""Warehouse-wide asset checks, the external asset they are on, the job that runs them, and what triggers it (after
+collection, and hourly).
+
+The checks judge the warehouse as a whole, not one run's partitions, so they sit on `meta_ads/kpi_warehouse`, an
+external asset downstream of the daily and monthly assets: a materialization of those (a collection run, a UI
+backfill's runs, whose checks are every check of the selected assets) never selects them, and a failed run never
+marks them failed. Only `warehouse_checks_job` runs them; the UI offers no Materialize for an external asset.
+"""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -13,11 +20,24 @@ from kpi_platform.operations import check_catalogue
 from kpi_platform.quality.rules import CheckSeverity
 from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks
 
-_ASSETS = {"daily": CLIENT_DAILY_KPIS, "monthly": CLIENT_MONTHLY_SUMMARY}
+KPI_WAREHOUSE = dg.AssetKey(list(check_catalogue.KPI_WAREHOUSE_ASSET))
+
+kpi_warehouse = dg.AssetSpec(
+    key=KPI_WAREHOUSE,
+    deps=[CLIENT_DAILY_KPIS, CLIENT_MONTHLY_SUMMARY],
+    description="The KPI warehouse tables as a whole (`client_daily_kpis`, `campaign_daily_kpis`, "
+    "`client_monthly_kpis`), written by the daily and monthly assets. Not materialized itself: it carries the "
+    "warehouse-wide checks, run by `warehouse_checks_job` after new data and hourly.",
+    group_name="meta_ads",
+    kinds={"sql"},
+    owners=["team:data-engineering"],
+)
+
 WAREHOUSE_CHECK_SPECS = [
     dg.AssetCheckSpec(entry.name, asset=dg.AssetKey(list(entry.asset)), description=entry.description)
     for entry in check_catalogue.warehouse_wide()
 ]
+_ASSET_OF_CHECK = {spec.name: spec.asset_key for spec in WAREHOUSE_CHECK_SPECS}
 
 
 def to_metadata(values: dict[str, Any]) -> dict[str, dg.MetadataValue]:
@@ -54,7 +74,7 @@ def warehouse_checks(context: dg.AssetCheckExecutionContext, warehouse: Warehous
         if outcome.name not in selected:
             continue
         yield dg.AssetCheckResult(
-            asset_key=_ASSETS[outcome.asset],
+            asset_key=_ASSET_OF_CHECK[outcome.name],
             check_name=outcome.name,
             passed=outcome.passed,
             severity=dg.AssetCheckSeverity.ERROR

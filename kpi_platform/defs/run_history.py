@@ -101,6 +101,9 @@ def step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
         if data.error is None:
             return "Error", ""
         return str(data.error.cls_name), data.error.message  # cls_name None (not an exception) reads "None"
+    died = worker_death(instance, run_id)
+    if died is not None:
+        return "RunWorkerDied", f"the run worker process {died}"
     return "RunFailure", "the run failed before its step ran"
 
 

@@ -160,6 +160,12 @@ def _as_int(value: object) -> int | None:
         return None
 
 
+def _page_label(what: str, number: int, url: str) -> str:
+    """`what`, the page number and the paging cursor the page's URL starts after (never the URL: it holds the token)."""
+    after = parse_qs(urlsplit(url).query).get("after")
+    return f"{what}, page {number}" + (f" after cursor {after[0]}" if after else "")
+
+
 def _percent(value: object) -> int:
     # What `float()` accepts; anything else (None, lists, objects from JSON) would raise TypeError.
     if not isinstance(value, str | bytes | bytearray | SupportsFloat | SupportsIndex):
@@ -256,7 +262,10 @@ class MetaInsightsClient:
             if (until - since).days + 1 > self._async_threshold_days:
                 return self._fetch_async(call, since, until)
             return self._collect_pages(
-                call, self._url(f"{call.account}/insights"), self._params(since, until)
+                call,
+                self._url(f"{call.account}/insights"),
+                self._params(since, until),
+                what=f"insights {since}..{until}",
             )
         except QueryTooLarge as exc:
             if since == until:
@@ -311,30 +320,40 @@ class MetaInsightsClient:
         )
         report_id = run_report(self._run_report, call, since, until)
         return self._collect_pages(
-            call, self._url(f"{report_id}/insights"), {"limit": str(settings.INSIGHTS_PAGE_LIMIT)}
+            call,
+            self._url(f"{report_id}/insights"),
+            {"limit": str(settings.INSIGHTS_PAGE_LIMIT)},
+            what=f"async report {report_id} for {since}..{until}",
         )
 
     def _run_report(self, call: _Call, since: date, until: date) -> str:
         """Start a report run and wait for it; its id once `Job Completed` at 100 %."""
-        created = self._request(
-            call,
-            "POST",
-            self._url(f"{call.account}/insights"),
-            params=self._params(since, until),
-            valid=_is_report_run,
-        )
+        try:
+            created = self._request(
+                call,
+                "POST",
+                self._url(f"{call.account}/insights"),
+                params=self._params(since, until),
+                valid=_is_report_run,
+            )
+        except MetaApiError as exc:
+            raise exc.in_context(f"starting an async report for {since}..{until}", (self._token,)) from None
         report_id = str(created["report_run_id"])
         waited = 0.0
         # Small reports finish in well under a second; start polling quickly and back off to the poll interval.
         pause = min(settings.ASYNC_FIRST_POLL_SECONDS, self._async_poll_s)
         while True:
-            status = self._request(
-                call,
-                "GET",
-                self._url(report_id),
-                params={"fields": ASYNC_STATUS_FIELDS},
-                valid=_is_report_status,
-            )
+            try:
+                status = self._request(
+                    call,
+                    "GET",
+                    self._url(report_id),
+                    params={"fields": ASYNC_STATUS_FIELDS},
+                    valid=_is_report_status,
+                )
+            except MetaApiError as exc:
+                where = f"polling async report {report_id} for {since}..{until}"
+                raise exc.in_context(where, (self._token,)) from None
             state: str = status["async_status"]
             percent = _percent(status.get("async_percent_completion"))
             # "Job Running" can report 100 % before the results are readable.
@@ -371,25 +390,34 @@ class MetaInsightsClient:
 
     # --- paging and requests ----------------------------------------------------------------------------------
 
-    def _collect_pages(self, call: _Call, url: str, params: Mapping[str, str]) -> list[dict]:
-        """Rows of every page, following `paging.next` verbatim until a page has none (pages may be empty)."""
+    def _collect_pages(self, call: _Call, url: str, params: Mapping[str, str], *, what: str) -> list[dict]:
+        """Rows of every page, following `paging.next` verbatim until a page has none (pages may be empty).
+
+        A failure (after the retries of its request) names `what` was read (date range, async report) and the
+        page: its number and the cursor it starts after."""
         rows: list[dict] = []
         next_url: str | None = url
         next_params: Mapping[str, str] | None = params
         seen: set[str] = set()
+        number = 1
         while next_url:
-            page = self._request(call, "GET", next_url, params=next_params, valid=_is_page)
+            try:
+                page = self._request(call, "GET", next_url, params=next_params, valid=_is_page)
+            except MetaApiError as exc:
+                raise exc.in_context(_page_label(what, number, next_url), (self._token,)) from None
             rows.extend(page["data"])
             next_url = page.get("paging", {}).get("next") or None
             next_params = None
             if next_url in seen:
                 raise MalformedResponse(
-                    f"{call.who}: paging.next repeats a page already read: {next_url}",
+                    f"{call.who}: paging.next repeats a page already read: {next_url} "
+                    f"[{_page_label(what, number + 1, next_url)}]",
                     client_id=call.client_id,
                     secrets=(self._token,),
                 )
             if next_url:
                 seen.add(next_url)
+            number += 1
         return rows
 
     def _is_own_host(self, url: str) -> bool:

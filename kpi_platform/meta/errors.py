@@ -80,6 +80,13 @@ class MetaApiError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling (multiprocess executors)
         return (_rebuild, (type(self), dict(self.__dict__)))
 
+    def in_context(self, where: str, secrets: Iterable[str | None] = ()) -> MetaApiError:
+        """The same error (same type and fields) with `where` it happened appended to its message, e.g. the date
+        range and the page being read."""
+        state = dict(self.__dict__)
+        state["message"] = f"{self.message.rstrip('. ')} [{redact(where, secrets)}]"
+        return _rebuild(type(self), state)
+
     @property
     def code_label(self) -> str:
         """`code/subcode` as Meta writes it, e.g. `190/463`; empty without a code."""

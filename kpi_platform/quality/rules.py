@@ -450,6 +450,8 @@ def quality_summary(days: pd.DataFrame, scores: pd.Series) -> dict[str, Any]:
 # --- 4. anomalies -----------------------------------------------------------------------------------------------
 
 ANOMALY_METRICS: tuple[str, ...] = ("spend", "clicks", "conversions")
+#: The least change from the trailing mean, as a fraction of it, that counts as an anomaly.
+ANOMALY_MIN_CHANGE = 0.5
 
 
 @dataclass(frozen=True)
@@ -459,6 +461,7 @@ class AnomalyResult(RuleResult):
     idle_days_excluded: int
     window: int
     sigma: float
+    min_change: float
     per_metric: dict[str, int]
 
     def metadata(self) -> dict[str, Any]:
@@ -473,14 +476,25 @@ class AnomalyResult(RuleResult):
             "max_abs_z": max(zs) if zs else 0.0,
             "window_days": self.window,
             "sigma": self.sigma,
+            "min_change_pct": round(100.0 * self.min_change, 2),
         }
 
 
 def anomalies(
-    days: pd.DataFrame, *, window: int = 14, sigma: float = 3.0, min_history: int = 7
+    days: pd.DataFrame,
+    *,
+    window: int = 14,
+    sigma: float = 3.0,
+    min_history: int = 7,
+    min_change: float = ANOMALY_MIN_CHANGE,
 ) -> AnomalyResult:
     """Client-days whose spend, clicks or conversions lie more than `sigma` standard deviations from the
-    client's trailing mean.
+    client's trailing mean and differ from it by at least `min_change` of it (0.5: half as much again, or half).
+
+    Both conditions, because σ is estimated from at most `window` days: with 14 normal ones, 1.2 % of ordinary
+    days lie beyond 3σ (Student's t with 13 degrees of freedom, not the normal 0.27 %), so 3σ alone flags a few
+    ordinary days on nearly every evaluation of a handful of clients. The change floor keeps the days a person
+    should look at: a budget doubled, a large campaign gone dark, conversions no longer tracked.
 
     Idle days (zero delivery: `delivery` 'idle', or no spend and no impressions without that column) are
     stored facts, not anomalies: they are neither judged nor part of any history, so the days around one
@@ -488,7 +502,7 @@ def anomalies(
     delivering rows of the `window` calendar days before it (the day itself excluded); a day with fewer
     than `min_history` such rows is not judged. A history without spread (std 0, e.g. a fixed budget or a
     client that never converts) has nothing to measure against, so its days are not flagged. Culprits
-    carry observed, mean (= expected), std and z. CheckSeverity WARN.
+    carry observed, mean (= expected), std, z and change_pct. CheckSeverity WARN.
     """
     idle = _idle(days).to_numpy(dtype=bool)
     work = pd.DataFrame(
@@ -516,7 +530,8 @@ def anomalies(
     has_spread = std > 1e-9 * (np.abs(mean) + 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(has_spread, (observed - mean) / np.where(has_spread, std, 1.0), np.nan)
-    flagged = np.abs(z) > sigma  # NaN compares False
+        change = (observed - mean) / np.abs(mean)  # ±inf from a zero mean, which has no spread anyway
+    flagged = (np.abs(z) > sigma) & (np.abs(change) >= min_change)  # NaN compares False
     culprits: list[dict[str, Any]] = []
     rows, cols = np.nonzero(flagged)
     clients = work["client_id"].to_numpy()
@@ -534,6 +549,7 @@ def anomalies(
                 mean=_round(mean[r, c], 4),
                 std=_round(std[r, c], 4),
                 z=_round(z[r, c], 2),
+                change_pct=_round(100.0 * change[r, c], 1),
             )
         )
     culprits.sort(key=lambda c: (str(c["client_id"]), c["kpi_date"], c["rule"]))
@@ -545,6 +561,7 @@ def anomalies(
         idle_days_excluded=int((dated & idle).sum()),
         window=window,
         sigma=float(sigma),
+        min_change=float(min_change),
         per_metric={metric: int(flagged[:, i].sum()) for i, metric in enumerate(metrics)},
     )
 

@@ -108,7 +108,7 @@ class _KpiModel(pa.DataFrameModel):
     def _known_currency(cls, s: pd.Series) -> pd.Series:
         return s.isin(sorted(settings.KNOWN_CURRENCIES))
 
-    # The methods are named as their rules: pandera names an inherited check by its method in the second model built.
+    # Methods named as their rules: pandera names an inherited check after its method in the second model built.
     @pa.check(*COUNT_COLUMNS, name="fits_bigint")
     def fits_bigint(cls, s: pd.Series) -> pd.Series:
         if s.dtype == "int64":

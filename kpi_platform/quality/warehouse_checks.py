@@ -1,7 +1,8 @@
 """Warehouse-wide quality checks over stored rows: completeness, split data, quality score, anomalies,
 reconciliation and per-client freshness, each an outcome with observed vs expected numbers per client.
 
-Plain Python over the warehouse; `defs/checks.py` turns each outcome into a Dagster asset-check result.
+Plain Python over the warehouse; `defs/quality_checks.py` turns each outcome into a Dagster asset-check result on
+the KPI warehouse asset.
 Completeness and freshness judge each client by the same due day: `client_required_day`.
 """
 
@@ -30,7 +31,8 @@ RECONCILE_MONTHS = 13
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """One check's result: `asset` is "daily" or "monthly"; metadata values are JSON (numbers stay numbers)."""
+    """One check's result: `asset` names the rows it judges, "daily" (client-day and campaign-day rows) or "monthly"
+    (monthly summaries against their days); metadata values are JSON (numbers stay numbers)."""
 
     name: str
     asset: str

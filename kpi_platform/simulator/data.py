@@ -18,6 +18,11 @@ from typing import Any
 
 #: Share of days on which a whole account delivers nothing (no rows at all).
 IDLE_DAY_SHARE = 0.03
+#: A campaign below this share of its account's running volume is small: on some days it gets no delivery. Larger
+#: ones deliver every day they run (Meta paces a budgeted campaign to its daily budget).
+SMALL_CAMPAIGN_SHARE = 0.10
+#: Days a new campaign takes to reach its full budget (the learning phase).
+RAMP_UP_DAYS = 7
 
 
 # --- Ad accounts --------------------------------------------------------------------------------------------
@@ -73,7 +78,11 @@ _NAME_VARIANTS = ("", "", "", " (new)", " – Copy", " | 2025", " v2")
 
 @dataclass(frozen=True)
 class Campaign:
-    """A simulated campaign: when it runs, its typical volume and prices, and what it converts (rates per link click)."""
+    """A simulated campaign: when it runs, its typical volume and prices, and what it converts (rates per link click).
+
+    `delivery_share` is the share of days a small campaign delivers (see SMALL_CAMPAIGN_SHARE); `link_click_share`
+    the part of its clicks that are link clicks.
+    """
 
     id: str
     name: str
@@ -88,6 +97,12 @@ class Campaign:
     contact_rate: float = 0.0
     schedule_rate: float = 0.0
     reservation_value: float = 0.0
+    link_click_share: float = 0.8
+
+    @property
+    def daily_budget(self) -> float:
+        """What the campaign spends on a full weekday: its typical impressions at its typical CTR and CPC."""
+        return self.impressions_per_day * self.ctr_pct / 100 * self.cpc
 
     @property
     def converts(self) -> bool:
@@ -126,9 +141,10 @@ def campaigns(*, account_id: str, seed: int = 0) -> tuple[Campaign, ...]:
                 "schedule_rate": rng.choice((0.0, rng.uniform(0.005, 0.05))),
                 "reservation_value": round(rng.uniform(30.0, 180.0), 2),
             }
+        campaign_id = str(120_200_000_000_000_000 + rng.randrange(10**14))
         result.append(
             Campaign(
-                id=str(120_200_000_000_000_000 + rng.randrange(10**14)),
+                id=campaign_id,
                 name=base_name + rng.choice(_NAME_VARIANTS),
                 start=start,
                 end=end,
@@ -137,6 +153,8 @@ def campaigns(*, account_id: str, seed: int = 0) -> tuple[Campaign, ...]:
                 cpc=rng.uniform(0.25, 2.5),
                 delivery_share=rng.uniform(0.85, 0.98),
                 **rates,
+                # Its own stream, so adding it left every other campaign property as it was.
+                link_click_share=_rng("link_share", campaign_id, seed).uniform(0.6, 0.95),
             )
         )
     return tuple(sorted(result, key=lambda campaign: campaign.id))
@@ -172,8 +190,9 @@ class DayDelivery:
 
 
 def _conversions(campaign: Campaign, link_clicks: int, rng: random.Random) -> dict[str, int]:
+    # A campaign's conversion rates are its own and move by at most a fifth from day to day.
     def count(rate: float) -> int:
-        return int(link_clicks * rate * rng.uniform(0.4, 1.6) + rng.random())
+        return int(link_clicks * rate * rng.uniform(0.8, 1.2) + rng.random())
 
     leads = count(campaign.lead_rate)
     onsite_share = rng.uniform(0.3, 0.8)
@@ -193,14 +212,19 @@ def _conversions(campaign: Campaign, link_clicks: int, rng: random.Random) -> di
 
 
 def _delivery(campaign: Campaign, day: date, rng: random.Random) -> DayDelivery:
+    # Spend follows the daily budget, as Meta paces it: a new campaign ramps up over its learning days, weekends
+    # run at 80 %, and pacing keeps a day between 85 % and 110 % of its budget. Clicks follow from the day's CPC,
+    # impressions from its CTR.
+    ramp = min(1.0, ((day - campaign.start).days + 1) / RAMP_UP_DAYS)
     weekend = 0.8 if day.weekday() >= 5 else 1.0
-    impressions = max(100, int(campaign.impressions_per_day * weekend * rng.uniform(0.6, 1.4)))
+    budget = campaign.daily_budget * ramp * weekend * rng.uniform(0.85, 1.10)
     ctr_pct = min(4.0, max(0.5, campaign.ctr_pct * rng.uniform(0.8, 1.2)))
-    clicks = round(impressions * ctr_pct / 100)
     cpc = min(3.0, max(0.2, campaign.cpc * rng.uniform(0.85, 1.15)))
+    clicks = round(budget / cpc)
+    impressions = max(100, round(clicks * 100 / ctr_pct))
     # Without clicks Meta still bills impressions (CPM), so spend stays above zero.
     spend_cents = round(clicks * cpc * 100) if clicks else round(impressions * rng.uniform(0.2, 0.8))
-    link_clicks = round(clicks * rng.uniform(0.6, 0.95))
+    link_clicks = round(clicks * campaign.link_click_share * rng.uniform(0.95, 1.05))
     post_engagements = link_clicks + round(impressions * rng.uniform(0.001, 0.01))
     return DayDelivery(
         day=day,
@@ -217,14 +241,21 @@ def _delivery(campaign: Campaign, day: date, rng: random.Random) -> DayDelivery:
 
 @lru_cache(maxsize=16384)
 def day_deliveries(*, account_id: str, day: date, seed: int = 0) -> tuple[DayDelivery, ...]:
-    """The account's campaign rows for one day, ordered by campaign id: a pure function of (account, day, seed)."""
+    """The account's campaign rows for one day, ordered by campaign id: a pure function of (account, day, seed).
+
+    Every running campaign delivers, except that a small one (under SMALL_CAMPAIGN_SHARE of the account's running
+    volume) gets no delivery on about 1 − `delivery_share` of its days.
+    """
     account_id = bare_account_id(account_id)
     if is_idle_day(account_id=account_id, day=day, seed=seed):
         return ()
+    running = [c for c in campaigns(account_id=account_id, seed=seed) if c.runs_on(day)]
+    volume = sum(c.impressions_per_day for c in running)
     rows = []
-    for campaign in campaigns(account_id=account_id, seed=seed):
+    for campaign in running:
         rng = _rng("delivery", account_id, campaign.id, day.isoformat(), seed)
-        if campaign.runs_on(day) and rng.random() < campaign.delivery_share:
+        small = campaign.impressions_per_day < SMALL_CAMPAIGN_SHARE * volume
+        if rng.random() < campaign.delivery_share or not small:
             rows.append(_delivery(campaign, day, rng))
     return tuple(rows)
 

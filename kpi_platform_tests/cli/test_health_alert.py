@@ -13,6 +13,7 @@ import pytest
 from kpi_platform import settings
 from kpi_platform.cli import command as cli
 from kpi_platform.operations.health import DAEMON_HEARTBEAT_UNHEALTHY_S
+from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.ping_sink import ping_sink
 from kpi_platform_tests.support.platform import Platform, make_platform
@@ -25,13 +26,16 @@ PING_PATH = "/ping/5a1d7c52-3f0e-4b8a-9c61-0d2e4f6a8b10"
 
 @pytest.fixture
 def collected(tmp_path, monkeypatch) -> Iterator[Platform]:
-    """acme and globex collected up to yesterday; the CLI's own Dagster instance under tmp_path."""
+    """acme and globex collected up to yesterday, the platform activity snapshotted; the CLI's own Dagster
+    instance under tmp_path."""
     for platform in make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}"):
         (tmp_path / "dagster_home").mkdir()
         monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         for client_id in ("acme", "globex"):
             assert platform.collect(client_id, yesterday - timedelta(days=34), yesterday).success
+        days = snapshot_days(yesterday - timedelta(days=34), yesterday)
+        store_snapshots(platform.warehouse, days, collected_at=datetime.now(UTC) - timedelta(hours=1))
         yield platform
 
 

@@ -20,15 +20,21 @@ def _defs_state_storage(no_current_defs_state_storage) -> None:
 
 
 @pytest.fixture
-def platform(tmp_path, monkeypatch) -> Iterator[Platform]:
-    yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+def platform(tmp_path, monkeypatch, dagster_instance_template) -> Iterator[Platform]:
+    yield from make_platform(
+        tmp_path,
+        monkeypatch,
+        f"sqlite:///{tmp_path / 'warehouse.sqlite'}",
+        instance_template=dagster_instance_template,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def platform_any(request, tmp_path, monkeypatch) -> Iterator[Platform]:
+def platform_any(request, tmp_path, monkeypatch, dagster_instance_template) -> Iterator[Platform]:
     """The same platform with the warehouse on SQLite and on PostgreSQL (a copy of the migrated template)."""
     if request.param == "sqlite":
-        yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+        yield from make_platform(tmp_path, monkeypatch, url, instance_template=dagster_instance_template)
         return
     with temp_database(template=request.getfixturevalue("pg_template")) as url:
-        yield from make_platform(tmp_path, monkeypatch, url)
+        yield from make_platform(tmp_path, monkeypatch, url, instance_template=dagster_instance_template)

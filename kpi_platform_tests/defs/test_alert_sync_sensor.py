@@ -11,6 +11,7 @@ import dagster as dg
 from kpi_platform.defs.alerting import alert_sync_sensor
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
+from kpi_platform.defs.quality_checks import KPI_WAREHOUSE
 from kpi_platform.defs.resources import WarehouseResource
 from kpi_platform.keys import keys_of_range
 from kpi_platform.operations.alerts import Alert, Notifier, Severity
@@ -88,7 +89,7 @@ def test_a_check_run_in_progress_keeps_the_check_alert_open(platform, monkeypatc
 
         # A new checks run records every check as PLANNED until it evaluates them.
         planned = platform.instance.create_run_for_job(job_def=checks_job)
-        completeness = dg.AssetCheckKey(CLIENT_DAILY_KPIS, "completeness_meets_target")
+        completeness = dg.AssetCheckKey(KPI_WAREHOUSE, "completeness_meets_target")
         assert (
             platform.instance.get_latest_asset_check_evaluation_record(completeness).status.value == "PLANNED"
         )
@@ -121,3 +122,28 @@ def test_an_invalid_channel_setting_leaves_the_other_channels_working(platform, 
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("discord" in e and "KPI_ALERT_DISCORD_WEBHOOK" in e for e in errors)
     assert "discordSecretToken" not in caplog.text
+
+
+def test_a_partition_not_in_clients_yaml_keeps_its_alert_open_until_it_is_removed(platform, monkeypatch):
+    """A client partition added by hand (not in clients.yaml, so never registered nor expected): its failed days
+    keep `collection_failed:<client>` open; removing the partition resolves it."""
+    defs = platform.defs()
+    platform.instance.add_dynamic_partitions("clients", ["acme-dentl"])
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    with slack_sink(monkeypatch) as sink:
+        failed = platform.collect("acme-dentl", yesterday - timedelta(days=2), yesterday)
+        assert not failed.success
+        run_failure_tick(platform, failed)
+        assert open_keys(platform) == ["collection_failed:acme-dentl"]
+        (message,) = texts(sink)
+        assert "acme-dentl" in message and "remove-partition" in message
+
+        cursor = tick(platform, defs).cursor
+        cursor = tick(platform, defs, cursor).cursor
+        assert open_keys(platform) == ["collection_failed:acme-dentl"] and len(texts(sink)) == 1
+
+        platform.instance.delete_dynamic_partition("clients", "acme-dentl")
+        tick(platform, defs, cursor)
+        assert open_keys(platform) == []
+        messages = texts(sink)
+        assert len(messages) == 2 and "resolved" in messages[1].lower()

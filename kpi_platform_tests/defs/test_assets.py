@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 
 import dagster as dg
@@ -111,3 +112,33 @@ def test_token_error_fails_fast_and_names_the_client(platform, monkeypatch):
     assert "acme" in message
     assert "META_ACCESS_TOKEN" in message
     assert "invalid-token" not in message
+
+
+def test_a_permanent_api_failure_names_the_client_range_and_page(platform):
+    # A long range goes through an async report; its second page fails on every attempt.
+    faults = json.dumps({"fail_page": 2})
+    result = platform.collect("acme", date(2025, 11, 1), OCT_10, simulator_faults_json=faults, max_attempts=2)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("client 'acme' (act_100000000001):")
+    where = r"\[async report \d+ for 2025-11-01\.\.2026-10-10, page 2 after cursor [\w-]+\]$"
+    assert re.search(where, description), description
+
+
+def test_a_partition_of_a_client_not_in_clients_yaml_fails_with_one_sentence(platform):
+    platform.instance.add_dynamic_partitions("clients", ["acme-dentl"])
+    result = platform.collect("acme-dentl", OCT_1, OCT_1)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    user = failure.step_failure_data.user_failure_data
+    assert user is not None  # a Failure with a description, not an exception with a stack trace
+    assert user.description == (
+        "client 'acme-dentl' is not registered (it is not in clients.yaml), so its partition cannot be collected: "
+        "add the client to clients.yaml (clients_sync_sensor registers it within a minute), or remove the "
+        "partition with `kpi-platform clients remove-partition acme-dentl` (README › Runbook › A client "
+        "partition that is not in clients.yaml)."
+    )
+    assert user.metadata["error"].value == "UnknownClientError"
+    assert user.metadata["transient"].value is False
+    assert not materialized(platform.instance)

@@ -121,3 +121,48 @@ def test_a_run_of_several_clients_stores_all_of_them_or_none(platform):
     assert not platform.instance.get_materialized_partitions(CLIENT_DAILY_KPIS)
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.metadata["client"].value == "globex"
+
+
+class _HugeCount:
+    """Wraps the real client and gives one campaign-day 31 digits of impressions, more than BIGINT holds."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def fetch_campaign_insights(self, **kwargs):
+        fetch = self.inner.fetch_campaign_insights(**kwargs)
+        rows = list(fetch.rows)
+        first = next(i for i, row in enumerate(rows) if row["date_start"] == "2026-10-02")
+        # Without `ctr`, which Meta would have computed from that count: the CTR is derived from it.
+        rows[first] = {k: v for k, v in rows[first].items() if k != "ctr"} | {"impressions": "9" * 31}
+        return dataclasses.replace(fetch, rows=tuple(rows))
+
+    def close(self):
+        self.inner.close()
+
+
+class HugeCountMetaApi(MetaApiResource):
+    def get_client(self, *, accounts=None):
+        return _HugeCount(super().get_client(accounts=accounts))
+
+
+def test_a_count_too_large_for_its_column_fails_the_contract_by_name(platform_any):
+    platform = platform_any
+    result = run(platform, HugeCountMetaApi())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "OverflowError" not in str(failure.step_failure_data.error)
+    assert "fits_bigint" in failure.step_failure_data.user_failure_data.description
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert evaluation.check_name == CONTRACT_CHECK and not evaluation.passed
+    meta = {k: v.value for k, v in evaluation.metadata.items()}
+    assert meta["failed_rules"] == ["fits_bigint"]
+    assert meta["failed_days"] == ["2026-10-02"]
+    campaign_rows = [s for s in meta["sample"] if s["schema"] == "CampaignDaySchema"]
+    assert len(campaign_rows) == 1
+    assert campaign_rows[0]["column"] == "impressions" and campaign_rows[0]["failure_value"] == int("9" * 31)
+    assert campaign_rows[0]["campaign_id"]  # the row is named
+    # Nothing stored, nothing materialized.
+    assert platform.warehouse.read_client_days(client_id="acme", start=OCT_1, end=OCT_5).empty
+    assert platform.warehouse.read_campaign_days(client_id="acme", start=OCT_1, end=OCT_5).empty
+    assert not platform.instance.get_materialized_partitions(CLIENT_DAILY_KPIS)

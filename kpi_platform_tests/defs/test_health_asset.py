@@ -8,6 +8,7 @@ import dagster as dg
 
 from kpi_platform.defs.health import HEALTH_REPORT, health_report_schedule
 from kpi_platform.warehouse import schema
+from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
 
 
@@ -29,6 +30,8 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     today = datetime.now(UTC).date()
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, today - timedelta(days=35), today - timedelta(days=1)).success
+    days = snapshot_days(today - timedelta(days=35), today - timedelta(days=1))
+    store_snapshots(platform.warehouse, days, collected_at=datetime.now(UTC) - timedelta(hours=1))
     beat(platform.instance, datetime.now(UTC))
 
     meta = materialize_report(platform)
@@ -45,6 +48,8 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
         "max_hours_since_collection",
         "failed_checks",
         "open_breakers",
+        "activity_missing_days",
+        "activity_hours_since_snapshot",
         "daemons_healthy",
         "daemons_required",
         "run_queue_length",

@@ -66,3 +66,13 @@ def test_a_run_failed_from_outside_without_a_dead_worker_keeps_the_generic_reaso
     instance.report_run_failed(run, "Run timed out due to taking longer than 180 seconds to start.")
     assert worker_death(instance, run.run_id) is None
     assert failure_reason(instance, run.run_id) == (True, "run failed before its step ran")
+
+
+def test_the_collection_alert_names_a_dead_worker_too(instance):
+    from kpi_platform.defs.run_history import step_failure
+
+    run_id = died_run(instance, -9)
+    assert step_failure(instance, run_id) == (
+        "RunWorkerDied",
+        "the run worker process was terminated by signal 9 (SIGKILL)",
+    )

@@ -4,6 +4,7 @@ simulator's ground truth, and retries, throttle waits, splits and async runs beh
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 
@@ -15,6 +16,7 @@ from kpi_platform.meta.client import InsightsFetch, MetaInsightsClient
 from kpi_platform.meta.errors import (
     AsyncReportFailed,
     AsyncReportTimeout,
+    MetaRequestError,
     Throttled,
     TokenInvalid,
     TransientError,
@@ -179,6 +181,38 @@ def test_a_page_failing_on_every_attempt_fails_the_fetch(
     with pytest.raises(TransientError):
         fetch(client)
     assert simulator.request_count == 1 + settings.MAX_ATTEMPTS
+
+
+def test_a_permanent_page_failure_names_client_range_page_and_cursor(
+    connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(settings, "INSIGHTS_PAGE_LIMIT", 5)
+    client, _, _ = connect(FaultConfig(fail_page=3))
+    with caplog.at_level(logging.DEBUG), pytest.raises(TransientError) as caught:
+        fetch(client, SINCE, SINCE + timedelta(days=9))
+    message = str(caught.value)
+    assert message.startswith(f"client 'acme' (act_{ACCOUNT}): Meta reported a temporary error")
+    assert re.search(r"\[insights 2026-03-01\.\.2026-03-10, page 3 after cursor [\w-]+\]$", message), message
+    assert TOKEN not in message and TOKEN not in caplog.text
+
+
+def test_a_refused_page_of_an_async_report_names_the_report(connect: Connect, monkeypatch) -> None:
+    monkeypatch.setattr(settings, "INSIGHTS_PAGE_LIMIT", 5)
+    client, _, _ = connect(FaultConfig(fail_page=2, fail_page_error=100))
+    since, until = SINCE - timedelta(days=40), SINCE
+    with pytest.raises(MetaRequestError) as caught:
+        fetch(client, since, until)
+    where = rf"\[async report \d+ for {since}\.\.{until}, page 2 after cursor [\w-]+\]$"
+    assert re.search(where, str(caught.value)), str(caught.value)
+    assert "client 'acme'" in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_failed_status_poll_names_the_report(connect: Connect) -> None:
+    client, _, _ = connect(FaultConfig(scripted_errors=(None, 100)))  # the first status poll is refused
+    since, until = SINCE - timedelta(days=40), SINCE
+    with pytest.raises(MetaRequestError) as caught:
+        fetch(client, since, until)
+    assert re.search(rf"\[polling async report \d+ for {since}\.\.{until}\]$", str(caught.value))
 
 
 def test_query_too_large_is_split_until_it_fits(connect: Connect) -> None:

@@ -187,3 +187,17 @@ def test_errors_survive_pickling_with_their_fields() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is Throttled
     assert (copy.wait_seconds, copy.code, copy.client_id, str(copy)) == (300.0, 80000, "acme", str(error))
+
+
+def test_in_context_keeps_the_error_and_adds_where_it_happened() -> None:
+    error = classify(400, envelope(80000, 2446079), buc_header(5), client_id="acme", ad_account_id="1")
+    where = "insights 2026-03-01..2026-03-10, page 3 after cursor abc"
+    placed = error.in_context(f"{where} access_token={TOKEN}")
+    assert type(placed) is Throttled and placed is not error
+    fields = (placed.wait_seconds, placed.code, placed.subcode, placed.client_id)
+    assert fields == (300.0, 80000, 2446079, "acme")
+    assert str(placed) == placed.message
+    assert placed.message.startswith(error.message.rstrip(". "))
+    assert placed.message.endswith(f"[{where} access_token=***]")
+    assert TOKEN not in placed.message
+    assert str(pickle.loads(pickle.dumps(placed))) == str(placed)

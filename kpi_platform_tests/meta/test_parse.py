@@ -13,6 +13,7 @@ import pytest
 from kpi_platform.meta.parse import (
     CAMPAIGN_COLUMNS,
     ParseError,
+    fits_bigint,
     parse_insights_rows,
     parse_usage_headers,
 )
@@ -182,3 +183,41 @@ def test_usage_headers_are_decoded() -> None:
         "ad_account_usage": {"acc_id_util_pct": 9.67},
         "ads_insights_throttle": "not json",
     }
+
+
+# --- counts the warehouse cannot hold ----------------------------------------------------------------------------
+
+
+def test_a_count_too_large_for_bigint_is_kept_exactly_for_the_contract_to_refuse() -> None:
+    huge = "1" * 31
+    frame = parse_insights_rows(
+        [base_row(impressions=huge), base_row(campaign_id="43", impressions="1000")], client_id="acme"
+    )
+    # No OverflowError: the column holds the exact Python ints (object), the other columns keep their dtypes.
+    assert str(frame["impressions"].dtype) == "object"
+    assert frame["impressions"].tolist() == [int(huge), 1000]
+    assert {c: str(t) for c, t in frame.dtypes.items() if c != "impressions"} == {
+        c: t for c, t in EXPECTED_DTYPES.items() if c != "impressions"
+    }
+    assert frame.iloc[0]["ctr_pct"] == pytest.approx(50 / int(huge) * 100)
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "dtype"),
+    [
+        # BIGINT's largest: read exactly, not rounded up through a float.
+        ("impressions", "9223372036854775807", "int64"),
+        ("impressions", "9223372036854775808", "object"),
+        ("clicks", "-9223372036854775809", "object"),
+        ("impressions", "1e40", "object"),
+    ],
+)
+def test_counts_are_read_exactly_at_the_bigint_edges(field: str, text: str, dtype: str) -> None:
+    frame = parse_insights_rows([base_row(**{field: text})], client_id="acme")
+    assert str(frame[field].dtype) == dtype
+    assert frame.iloc[0][field] == (int(float(text)) if "e" in text else int(text))
+
+
+def test_fits_bigint() -> None:
+    assert fits_bigint([]) and fits_bigint([-(2**63), 2**63 - 1])
+    assert not fits_bigint([0, 2**63]) and not fits_bigint([-(2**63) - 1])

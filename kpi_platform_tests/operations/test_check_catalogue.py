@@ -17,6 +17,8 @@ from kpi_platform.operations.alerts import Severity
 from kpi_platform.quality.warehouse_checks import evaluate_warehouse_checks
 from kpi_platform.warehouse import Warehouse
 
+#: The rows a warehouse-wide check judges (`CheckOutcome.asset`) and the asset that writes them.
+JUDGED = {"daily": check_catalogue.DAILY_KPIS_ASSET, "monthly": check_catalogue.MONTHLY_SUMMARY_ASSET}
 
 @pytest.mark.usefixtures("no_current_defs_state_storage")
 def test_the_code_location_has_exactly_the_catalogued_checks_with_their_descriptions():
@@ -27,6 +29,9 @@ def test_the_code_location_has_exactly_the_catalogued_checks_with_their_descript
         entry = check_catalogue.entry(key.name)
         assert entry is not None and entry.key_string == key.to_user_string()
         assert (spec.description, spec.blocking) == (entry.description, entry.blocking)
+    # The warehouse-wide checks' asset stands for the rows they judge: the daily and the monthly asset's.
+    judged = {dg.AssetKey(list(path)) for path in JUDGED.values()}
+    assert graph.get(dg.AssetKey(list(check_catalogue.KPI_WAREHOUSE_ASSET))).parent_keys == judged
 
 
 def test_the_warehouse_checks_are_the_catalogued_ones_with_the_catalogued_severity(tmp_path):
@@ -41,16 +46,14 @@ def test_the_warehouse_checks_are_the_catalogued_ones_with_the_catalogued_severi
     assert sorted(o.name for o in outcomes) == sorted(catalogued)
     for outcome in outcomes:
         assert outcome.severity == catalogued[outcome.name].severity
-        assert (
-            dg.AssetKey(list(catalogued[outcome.name].asset))
-            .path[-1]
-            .endswith("client_daily_kpis" if outcome.asset == "daily" else "client_monthly_summary")
-        )
+        # Reported on the KPI warehouse asset, whatever rows it judges (never on a partitioned asset).
+        assert catalogued[outcome.name].asset == check_catalogue.KPI_WAREHOUSE_ASSET
+        assert outcome.asset in JUDGED
 
 
 def test_an_alert_takes_its_urgency_and_advice_from_the_catalogue():
     [alert] = check_alerts(
-        [CheckFact("meta_ads/client_daily_kpis", "no_split_days", False, {"summary": "1 day"})]
+        [CheckFact("meta_ads/kpi_warehouse", "no_split_days", False, {"summary": "1 day"})]
     )
     assert alert.severity is Severity.HIGH
     assert check_catalogue.advice("no_split_days") in alert.body

@@ -324,6 +324,76 @@ def test_anomalies_over_200_clients_and_a_year_are_fast():
     assert result.days_checked == n_clients * (n_days - 7)
 
 
+def with_an_idle_day_and_a_spike(*, idle_recorded: bool = True) -> list[dict]:
+    """Twenty ordinary days of client a with 2025-01-11 idle (no delivery), then spend 60 % above usual on
+    2025-01-21, whose trailing 14 days include the idle day."""
+    rows = history("a", 20)
+    zero = idle("a", date(2025, 1, 11))
+    rows[10] = zero if idle_recorded else zero | {"delivery": "delivered"}
+    rows.append(day("a", date(2025, 1, 21), spend=160.0, clicks=200, leads=4))
+    return rows
+
+
+def test_an_idle_day_is_no_anomaly_and_no_part_of_the_history():
+    rows = with_an_idle_day_and_a_spike()
+    result = anomalies(days_frame(rows))
+    # The idle day is not judged, and the spike is measured against the delivering days only.
+    assert [(c["kpi_date"], c["rule"]) for c in result.culprits] == [("2025-01-21", "spend_anomaly")]
+    [hit] = result.culprits
+    prior = pd.Series([r["spend"] for r in rows[6:20] if r["delivery"] != "idle"])  # 01-07..01-20 but 01-11
+    assert len(prior) == 13
+    assert hit["expected"] == pytest.approx(prior.mean(), abs=1e-3)
+    assert hit["std"] == pytest.approx(prior.std(), abs=1e-3)
+    assert hit["change_pct"] == pytest.approx(100 * (160 / prior.mean() - 1), abs=0.1)
+    meta = assert_json(result)
+    assert meta["idle_days_excluded"] == 1 and meta["n_anomalies"] == 1
+    # Judged: the delivering days with at least 7 delivering days in their 14: 01-08..01-10 and 01-12..01-21.
+    assert result.days_checked == 13
+
+
+def test_a_zero_day_taken_for_delivery_would_be_flagged_and_hide_the_spike():
+    """What the idle rule prevents: the same zero day counted as a delivering day is a culprit itself, and the σ it
+    adds to the history hides the real spike ten days later."""
+    result = anomalies(days_frame(with_an_idle_day_and_a_spike(idle_recorded=False)))
+    assert {(c["kpi_date"], c["metric"]) for c in result.culprits} == {
+        ("2025-01-11", "spend"),
+        ("2025-01-11", "clicks"),
+        ("2025-01-11", "conversions"),
+    }
+    assert result.idle_days_excluded == 0
+
+
+def test_without_a_delivery_column_no_spend_and_no_impressions_is_an_idle_day():
+    frame = days_frame(with_an_idle_day_and_a_spike()).drop(columns=["delivery"])
+    result = anomalies(frame)
+    assert [(c["kpi_date"], c["rule"]) for c in result.culprits] == [("2025-01-21", "spend_anomaly")]
+    assert result.idle_days_excluded == 1
+
+
+def test_idle_days_only_leave_nothing_to_judge():
+    rows = [idle("a", date(2025, 1, 1) + timedelta(days=i)) for i in range(20)]
+    result = anomalies(days_frame(rows))
+    assert result.passed and result.days_checked == 0 and result.idle_days_excluded == 20
+
+
+def test_a_change_beyond_3_sigma_but_below_half_the_mean_is_no_anomaly():
+    rows = history("a", 20)
+    rows.append(day("a", date(2025, 1, 21), spend=130.0, clicks=200, leads=4))  # z ≈ 4, about +30 %
+    result = anomalies(days_frame(rows))
+    assert result.passed and assert_json(result)["min_change_pct"] == 50.0
+    [hit] = anomalies(days_frame(rows), min_change=0.0).culprits  # 3σ alone would flag it
+    prior = pd.Series([r["spend"] for r in rows[6:20]])
+    assert hit["rule"] == "spend_anomaly" and hit["z"] > 3
+    assert hit["change_pct"] == pytest.approx(100 * (130 / prior.mean() - 1), abs=0.1)
+
+
+def test_a_drop_below_half_is_an_anomaly():
+    rows = history("a", 20)
+    rows.append(day("a", date(2025, 1, 21), spend=45.0, clicks=200, leads=4))
+    [hit] = anomalies(days_frame(rows)).culprits
+    assert hit["rule"] == "spend_anomaly" and hit["change_pct"] < -50
+
+
 # --- reconciliation ---------------------------------------------------------------------------------------------
 
 

@@ -286,3 +286,48 @@ def test_monthly_summaries_contract():
         "ctr_consistent": [date(2025, 5, 1)],
         "cpc_consistent": [date(2025, 5, 1)],
     }
+
+
+# --- values the warehouse columns cannot hold -----------------------------------------------------------------------
+
+
+def test_a_count_beyond_bigint_fails_fits_bigint_naming_the_row_and_nothing_else():
+    huge = int("1" * 31)
+    bad = campaign(2, "bad", impressions=huge, ctr_pct=25 / huge * 100)
+    camp = campaigns(campaign(1), bad)
+    assert camp["impressions"].dtype == object  # what the parser hands over for such a value
+    failures = violation(camp).failures
+    assert set(failures["rule"]) == {"fits_bigint"}  # not also a dtype failure: the range is the whole story
+    by_schema = {row["schema"]: row for row in failures.to_dict("records")}
+    assert set(by_schema) == {"CampaignDaySchema", "ClientDaySchema"}
+    hit = by_schema["CampaignDaySchema"]
+    assert (hit["column"], hit["kpi_date"], hit["campaign_id"], hit["failure_value"]) == (
+        "impressions",
+        date(2025, 3, 2),
+        "bad",
+        huge,
+    )
+    assert by_schema["ClientDaySchema"]["failure_value"] == huge  # day 2's total: its one campaign
+    assert "fits_bigint" in violation(camp).summary()
+    assert json.dumps(violation(camp).sample())  # the huge value is JSON-safe
+
+
+def test_counts_that_fit_but_whose_day_total_does_not_fail_on_the_total():
+    big = 2**62 + 1
+    rows = [campaign(1, c, impressions=big, clicks=0, ctr_pct=0.0, cpc=np.nan, spend=0.0) for c in ("a", "b")]
+    camp = campaigns(*rows, campaign(2), campaign(3))
+    assert camp["impressions"].dtype == "int64"
+    totals = totals_of(camp)
+    assert totals.loc[0, "impressions"] == 2 * big  # summed exactly, never wrapped around int64
+    failures = violation(camp, totals).failures
+    assert failures[["schema", "rule", "kpi_date"]].values.tolist() == [
+        ["ClientDaySchema", "fits_bigint", date(2025, 3, 1)]
+    ]
+
+
+def test_money_beyond_numeric_18_2_fails_fits_numeric():
+    camp = campaigns(campaign(1), campaign(2, "bad", spend=1e17, cpc=1e17 / 25))
+    failures = violation(camp).failures
+    mine = failures[(failures["rule"] == "fits_numeric") & (failures["schema"] == "CampaignDaySchema")]
+    assert sorted(mine["column"]) == ["cpc", "spend"]
+    assert set(mine["campaign_id"]) == {"bad"}

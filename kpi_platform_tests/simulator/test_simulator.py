@@ -9,13 +9,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pandas as pd
 import pytest
 import requests
 
+import kpi_platform
 from kpi_platform import settings
+from kpi_platform.clients import load_clients
+from kpi_platform.quality.rules import anomalies
 from kpi_platform.simulator import (
     AccountSpec,
     FaultConfig,
@@ -23,10 +28,12 @@ from kpi_platform.simulator import (
     MetaSimulator,
     SimulatorConfig,
     campaigns,
+    day_deliveries,
     is_idle_day,
     mount_simulator,
     serve,
 )
+from kpi_platform.simulator.data import RAMP_UP_DAYS, SMALL_CAMPAIGN_SHARE
 
 TODAY = date(2026, 3, 20)
 ACCOUNT = "act_100000000001"
@@ -203,6 +210,65 @@ def test_campaigns_come_and_go_and_only_deliver_while_running() -> None:
     )
     days = [d.day for d in simulator.deliveries(span) if d.campaign.id == campaign.id]
     assert days and campaign.start <= min(days) and max(days) <= campaign.end
+
+
+def test_large_campaigns_deliver_every_day_they_run_and_spend_their_daily_budget() -> None:
+    """A campaign with a real share of its account's volume is paced to its budget: it delivers every day it runs
+    (only the account's idle days have no rows), spends 85-110 % of its budget on a full weekday, and a new one
+    ramps up over its first RAMP_UP_DAYS."""
+    accounts = [f"act_{100000000001 + n}" for n in range(6)]
+    checked = ramped = 0
+    for account in accounts:
+        for n in range(365):
+            day = date(2025, 1, 1) + timedelta(days=n)
+            if is_idle_day(account_id=account, day=day):
+                assert day_deliveries(account_id=account, day=day) == ()
+                continue
+            running = [c for c in campaigns(account_id=account) if c.runs_on(day)]
+            volume = sum(c.impressions_per_day for c in running)
+            delivered = {d.campaign.id: d for d in day_deliveries(account_id=account, day=day)}
+            for campaign in running:
+                if campaign.impressions_per_day < SMALL_CAMPAIGN_SHARE * volume:
+                    continue
+                spend = delivered[campaign.id].spend_cents / 100  # KeyError: a large campaign went dark
+                one_click = 3.0  # spend is whole clicks at the day's CPC (at most 3.00)
+                age = (day - campaign.start).days
+                if age < RAMP_UP_DAYS:
+                    assert spend <= 1.1 * campaign.daily_budget * (age + 1) / RAMP_UP_DAYS + one_click
+                    ramped += 1
+                elif day.weekday() < 5:
+                    assert 0.85 * campaign.daily_budget - one_click <= spend <= 1.1 * campaign.daily_budget + one_click
+                    checked += 1
+    assert checked > 5000 and ramped > 0
+
+
+def test_the_example_clients_generate_no_anomaly_on_any_day() -> None:
+    """The quickstart's clients (clients.yaml) as the simulator generates them, 2025 to 2028, judged by the
+    `no_anomalies` rule in one go: no day of them is an anomaly, so the quickstart's checks pass whatever day it
+    runs on. Ordinary days of a paced account vary by well under half of their mean; idle days are not judged."""
+    clients = load_clients(Path(kpi_platform.__file__).resolve().parents[1] / "clients.yaml")
+    rows = []
+    for client in clients:
+        for n in range((date(2028, 12, 31) - date(2025, 1, 1)).days + 1):
+            day = date(2025, 1, 1) + timedelta(days=n)
+            delivered = day_deliveries(account_id=client.ad_account_id, day=day)
+            rows.append(
+                {
+                    "client_id": client.id,
+                    "kpi_date": day,
+                    "delivery": "delivered" if delivered else "idle",
+                    "spend": sum(d.spend_cents for d in delivered) / 100,
+                    "impressions": sum(d.impressions for d in delivered),
+                    "clicks": sum(d.clicks for d in delivered),
+                    "leads": sum(d.onsite_leads + d.pixel_leads for d in delivered),
+                    "calls": sum(d.calls for d in delivered),
+                    "contacts": sum(d.contact_website + d.contact_mobile_app for d in delivered),
+                    "reservations": sum(d.reservations for d in delivered),
+                }
+            )
+    result = anomalies(pd.DataFrame(rows))
+    assert result.days_checked > 4000 and result.idle_days_excluded > 0
+    assert result.culprits == []
 
 
 def test_nested_actions_are_consistent_and_some_campaigns_never_convert(in_process: Connect) -> None:

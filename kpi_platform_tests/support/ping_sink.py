@@ -8,6 +8,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+#: How often the server loop looks for shutdown: stopping a sink waits up to this long (the default is 0.5 s).
+POLL_INTERVAL_S = 0.05
+
 
 @dataclass
 class PingSink:
@@ -35,7 +38,9 @@ def ping_sink() -> Iterator[PingSink]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     sink.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S}, daemon=True
+    )
     thread.start()
     try:
         yield sink

@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,6 +16,7 @@ from kpi_platform.definitions import build_defs
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse
+from kpi_platform_tests.support.dagster_instance import instance_from_template
 
 CLIENTS_YAML = textwrap.dedent(
     """
@@ -45,8 +47,13 @@ class Platform:
         return job.execute_in_process(instance=self.instance, tags=tags, raise_on_error=False)
 
 
-def make_platform(tmp_path, monkeypatch, warehouse_url: str) -> Iterator[Platform]:
-    """acme and globex registered in a fresh test instance and in the warehouse at `warehouse_url` (migrated here)."""
+def make_platform(
+    tmp_path, monkeypatch, warehouse_url: str, *, instance_template: Path | None = None
+) -> Iterator[Platform]:
+    """acme and globex registered in a fresh test instance and in the warehouse at `warehouse_url` (migrated here).
+
+    With `instance_template` (the `dagster_instance_template` fixture) the instance's home is a copy of it under
+    tmp_path, which opens much faster than a new one; the instance is as empty either way."""
     clients_file = tmp_path / "clients.yaml"
     clients_file.write_text(CLIENTS_YAML, encoding="utf-8")
     monkeypatch.setenv("KPI_CLIENTS_FILE", str(clients_file))
@@ -56,7 +63,7 @@ def make_platform(tmp_path, monkeypatch, warehouse_url: str) -> Iterator[Platfor
     monkeypatch.delenv("KPI_SIMULATOR_FAULTS", raising=False)
     warehouse = Warehouse(warehouse_url)
     warehouse.migrate()
-    with dg.instance_for_test() as instance:
+    with instance_from_template(instance_template, tmp_path / "dagster_instance") as instance:
         sync_clients(instance=instance, clients=load_clients(clients_file), warehouse=warehouse)
         yield Platform(instance, warehouse, warehouse_url)
     warehouse.dispose()

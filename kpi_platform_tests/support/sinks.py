@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+#: How often the server loop looks for shutdown: stopping a sink waits up to this long (the default is 0.5 s).
+POLL_INTERVAL_S = 0.05
+
 
 @dataclass
 class WebhookSink:
@@ -44,7 +47,9 @@ def webhook_sink() -> Iterator[WebhookSink]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     sink.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S}, daemon=True
+    )
     thread.start()
     try:
         yield sink
@@ -142,7 +147,9 @@ def smtp_sink() -> Iterator[SmtpSink]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     sink.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL_S}, daemon=True
+    )
     thread.start()
     try:
         yield sink

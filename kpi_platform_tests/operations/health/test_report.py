@@ -22,6 +22,7 @@ from dagster._core.remote_origin import (  # PRIVATE: a QUEUED run needs a code-
 from kpi_platform.cli import command as cli
 from kpi_platform.definitions import defs
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.defs.quality_checks import KPI_WAREHOUSE
 from kpi_platform.operations.health import (
     DAEMON_HEARTBEAT_UNHEALTHY_S,
     HEALTH_CHECKS,
@@ -33,6 +34,7 @@ from kpi_platform.operations.health import (
 )
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import schema
+from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.platform import Platform, make_platform
 from kpi_platform_tests.support.postgres import temp_database
@@ -45,27 +47,36 @@ TODAY = datetime.now(UTC).date()
 NOW = datetime.combine(TODAY, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
 YESTERDAY = TODAY - timedelta(days=1)
 CONTRACT = dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)
-COMPLETENESS = dg.AssetCheckKey(CLIENT_DAILY_KPIS, "completeness_meets_target")
+COMPLETENESS = dg.AssetCheckKey(KPI_WAREHOUSE, "completeness_meets_target")
 NEVER_RUN = dg.AssetCheckKey(dg.AssetKey(["platform", "probe"]), "never_run")
 
 
 @pytest.fixture
-def platform(request, tmp_path, monkeypatch) -> Iterator[Platform]:
+def platform(request, tmp_path, monkeypatch, dagster_instance_template) -> Iterator[Platform]:
     """SQLite unless a test asks for `postgresql` (indirect parametrization): then a copy of the migrated template."""
     if getattr(request, "param", "sqlite") == "postgresql":
         with temp_database(template=request.getfixturevalue("pg_template")) as url:
-            yield from make_platform(tmp_path, monkeypatch, url)
+            yield from make_platform(tmp_path, monkeypatch, url, instance_template=dagster_instance_template)
     else:
-        yield from make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+        yield from make_platform(tmp_path, monkeypatch, url, instance_template=dagster_instance_template)
 
 
 @pytest.fixture
 def collected(platform) -> Platform:
-    """Both clients collected for the 35 days before today, each last collected 3 hours before NOW."""
+    """Both clients collected for the 35 days before today, each last collected 3 hours before NOW; the platform
+    activity snapshotted for the same days, 3 hours before NOW."""
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, TODAY - timedelta(days=35), YESTERDAY).success
         set_fetched_at(platform, client_id, NOW - timedelta(hours=3))
+    record_activity(platform)
     return platform
+
+
+def record_activity(platform: Platform) -> None:
+    """Activity snapshots of the 35 days before today, taken 3 hours before NOW."""
+    days = snapshot_days(TODAY - timedelta(days=35), YESTERDAY)
+    store_snapshots(platform.warehouse, days, collected_at=NOW - timedelta(hours=3))
 
 
 def set_fetched_at(platform: Platform, client_id: str, at: datetime) -> None:
@@ -153,6 +164,9 @@ def test_complete_recent_data_is_healthy_with_full_score(collected):
         "failed_checks": 0,
         "checks_never_evaluated": 0,
         "open_breakers": 0,
+        "activity_missing_days": 0,
+        "activity_late_days": 0,
+        "activity_hours_since_snapshot": 3.0,
         "daemons_healthy": required,
         "daemons_required": required,
         "run_queue_length": 0,
@@ -218,6 +232,7 @@ def test_known_problems_are_counted_per_check(collected):
         "hours_since_collection": HealthStatus.DEGRADED,
         "asset_checks": HealthStatus.DEGRADED,
         "circuit_breakers": HealthStatus.DEGRADED,
+        "activity": HealthStatus.HEALTHY,
         "daemon": HealthStatus.DEGRADED,  # never ran on this test instance
         "in_progress": HealthStatus.HEALTHY,
     }
@@ -312,6 +327,7 @@ def test_inactive_clients_are_not_judged(platform):
     beat(platform.instance, NOW)
     assert platform.collect("acme", TODAY - timedelta(days=35), YESTERDAY).success
     set_fetched_at(platform, "acme", NOW - timedelta(hours=1))
+    record_activity(platform)
     row = platform.warehouse.get_client("globex")
     platform.warehouse.upsert_clients(
         [
@@ -459,6 +475,7 @@ def test_cli_exit_codes_follow_the_status(platform, tmp_path, monkeypatch, capsy
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     for client_id in ("acme", "globex"):
         assert platform.collect(client_id, TODAY - timedelta(days=35), YESTERDAY).success
+    record_activity(platform)
 
     # The CLI's own instance has never seen a daemon.
     code, out = run_cli(capsys, "--json")
