@@ -124,7 +124,6 @@ def failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
     return [key for run in runs for key in run_keys(run)]
 
 
-
 # --- Runs of a date-partitioned asset (the activity snapshot) ---------------------------------------------------
 
 

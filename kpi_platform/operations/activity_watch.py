@@ -121,9 +121,7 @@ def read_activity_facts(
         for day, meta in zip(stored["metric_date"], stored["metadata"], strict=True):
             if isinstance(meta, Mapping) and meta.get("late") is True:
                 late.add(day)
-    for day in sorted(set(also_days)):
-        if start <= day <= end or day > end:
-            continue
+    for day in sorted({d for d in also_days if d < start}):
         stored = warehouse.read_daily_metrics(start=day, end=day, categories=[CATEGORY])
         missing.update(missing_metrics(stored, start=day, end=day))
     return ActivityFacts(

@@ -153,7 +153,7 @@ def campaigns(*, account_id: str, seed: int = 0) -> tuple[Campaign, ...]:
                 cpc=rng.uniform(0.25, 2.5),
                 delivery_share=rng.uniform(0.85, 0.98),
                 **rates,
-                # Its own stream, so adding it left every other campaign property as it was.
+                # Drawn from a stream of its own: the campaign's other properties do not depend on it.
                 link_click_share=_rng("link_share", campaign_id, seed).uniform(0.6, 0.95),
             )
         )

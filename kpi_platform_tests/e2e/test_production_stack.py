@@ -39,7 +39,9 @@ from kpi_platform.cli.supervisor import (
 )
 from kpi_platform.clients import load_clients
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
+from kpi_platform.defs.quality_checks import KPI_WAREHOUSE
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
+from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.client_lock import hold_client_lock, sessions_waiting_for_client_lock
@@ -223,6 +225,12 @@ def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Pro
         assert sorted(c.run_id for c in check) == sorted(r.run_id for r in runs)
         assert {c.status.value for c in check} == {"SUCCEEDED"}
         assert {e.passed for e in (c.evaluation for c in check)} == {True}
+        # The backfill's runs carry the contract check only: the warehouse-wide ones never run in them.
+        for entry in check_catalogue.warehouse_wide():
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(KPI_WAREHOUSE, entry.name), limit=20
+            )
+            assert not {c.run_id for c in history} & {r.run_id for r in runs}, entry.name
 
         assert warehouse_days(warehouse) == sorted((c, d) for c in CLIENT_IDS for d in days)
         with warehouse.engine.connect() as conn:
