@@ -403,6 +403,8 @@ def build_activity_alert_sensor(
 def activity_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     if not _is_snapshot_run(context.dagster_run):
         return dg.SkipReason("not an activity snapshot run")
+    if run_history.will_be_retried(context.dagster_run):
+        return dg.SkipReason("Dagster re-runs this run (run retries); its retry alerts if it fails")
     result = sync_activity_alerts(
         context.instance, warehouse.get_warehouse(), log=context.log, now_utc=datetime.now(UTC)
     )

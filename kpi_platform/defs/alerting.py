@@ -38,12 +38,16 @@ from kpi_platform.operations.plans import expected_keys
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="CRITICAL alert when a collection run fails after the client's retries (token errors get their own "
-    "alert); one alert per client until its failed days are healed.",
+    "alert) and Dagster will not re-run it; one alert per client until its failed days are healed.",
 )
 def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     rng = run_history.run_range(context.dagster_run)
     if rng is None:
         return dg.SkipReason("not a collection run")
+    if run_history.will_be_retried(context.dagster_run):
+        # A worker that died (killed, out of memory) is re-run by Dagster within seconds; the retry alerts if it
+        # fails too, the last one when no retry is left.
+        return dg.SkipReason("Dagster re-runs this run (run retries); its retry alerts if it fails")
     error, message = run_history.step_failure(context.instance, context.dagster_run.run_id)
     alert = collection_failure_alert(
         client_id=rng.client_id,

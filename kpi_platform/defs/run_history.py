@@ -22,6 +22,8 @@ from kpi_platform.runtime.dagster_private import (
     BulkActionStatus,
 )
 
+#: Dagster's tag on a failed run, "true" when its run retries will re-run it (set when the failure is recorded).
+WILL_RETRY_TAG = "dagster/will_retry"
 FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 #: A run's update time comes from the process that wrote it, not from the reader's clock; reading an overlap
 #: again costs nothing (the keys are a set) and a run stored late is not missed.
@@ -33,6 +35,13 @@ WORKER_DIED = re.compile(
     r"Run execution process for \S+ "
     r"(was terminated by signal \d+(?: \(\w+\))?|unexpectedly exited with code -?\d+)"
 )
+
+
+def will_be_retried(run: dg.DagsterRun) -> bool:
+    """True for a failed run that Dagster's run retries (`run_retries` in dagster.yaml) re-run: its worker died
+    or it never started, and retries are left. Dagster tags the run so (`WILL_RETRY_TAG`) as it records the
+    failure; the retry is a run of its own, judged again when it ends."""
+    return run.tags.get(WILL_RETRY_TAG, "").lower() == "true"
 
 
 def run_range(run: dg.DagsterRun) -> ClientRange | None:
@@ -100,7 +109,11 @@ def step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
             return (str(error.value) if error is not None else "ContractViolation"), user.description or ""
         if data.error is None:
             return "Error", ""
-        return str(data.error.cls_name), data.error.message  # cls_name None (not an exception) reads "None"
+        # Dagster wraps an unexpected exception in "Error occurred while executing op"; the cause names it.
+        cause = data.error
+        while cause.cause is not None:
+            cause = cause.cause
+        return str(cause.cls_name), cause.message  # cls_name None (not an exception) reads "None"
     died = worker_death(instance, run_id)
     if died is not None:
         return "RunWorkerDied", f"the run worker process {died}"
@@ -143,7 +156,8 @@ def failures_in_a_row(
 ) -> list[dg.RunRecord]:
     """The latest finished runs of `job_name` that failed, newest first: back to its latest successful run, and
     not before the latest materialization of `asset_key` by any run (a backfill from the UI that stored the asset
-    ends the streak too). Runs still queued or running, and canceled ones, neither count nor end it."""
+    ends the streak too). Runs still queued or running, canceled ones and failed ones Dagster re-runs
+    (`will_be_retried`: their retry is judged when it ends) neither count nor end it."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(
             job_name=job_name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
@@ -156,6 +170,8 @@ def failures_in_a_row(
     stored_at = latest.timestamp if latest is not None else None
     failed: list[dg.RunRecord] = []
     for record in records:
+        if will_be_retried(record.dagster_run):
+            continue
         if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
             break
         if stored_at is not None and record.update_timestamp.timestamp() <= stored_at:

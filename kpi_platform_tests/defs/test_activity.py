@@ -452,6 +452,14 @@ def test_a_materialization_by_any_run_ends_the_failure_streak(setup, tmp_path):
         assert not run_job(setup, day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), app_db=broken_app_db(tmp_path)).success
     streak = failure_streak(setup.instance)
     assert streak.count == 2 and streak.error == "AppDatabaseError"
+    # A failed run that Dagster's run retries re-run is judged by its retry: neither counted nor alerted.
+    retried = run_job(
+        setup, {**day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), "dagster/will_retry": "true"},
+        app_db=broken_app_db(tmp_path),
+    )
+    assert not retried.success
+    assert failure_streak(setup.instance).count == 2
+    assert failure_tick(setup, retried).skip_message.startswith("Dagster re-runs this run")
     # A run outside the job (a UI backfill, `dagster asset materialize`) that stores the asset ends it too.
     assert setup.run(partition_key="2025-03-15").success
     assert failure_streak(setup.instance).count == 0

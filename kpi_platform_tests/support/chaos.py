@@ -67,7 +67,8 @@ def set_sensor_running(webserver: Webserver, name: str, *, running: bool) -> Non
     selector = {**REPOSITORY, "sensorName": name}
     if running:
         result = webserver.query(
-            "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }", {"s": selector}
+            "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename } }",
+            {"s": selector},
         )["startSensor"]
         assert result["__typename"] == "Sensor", result
         return
@@ -75,9 +76,9 @@ def set_sensor_running(webserver: Webserver, name: str, *, running: bool) -> Non
         "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { id } } } }",
         {"s": selector},
     )["sensorOrError"]["sensorState"]["id"]
-    result = webserver.query("mutation($id: String!) { stopSensor(id: $id) { __typename } }", {"id": state_id})[
-        "stopSensor"
-    ]
+    result = webserver.query(
+        "mutation($id: String!) { stopSensor(id: $id) { __typename } }", {"id": state_id}
+    )["stopSensor"]
     assert result["__typename"] == "StopSensorMutationResult", result
 
 
