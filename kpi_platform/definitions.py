@@ -68,7 +68,13 @@ def build_defs(
         # `kpi_warehouse` is external (never materialized): it only carries the warehouse-wide checks.
         assets=[*assets, kpi_warehouse, build_health_report_asset(check_keys)],
         asset_checks=asset_checks,
-        jobs=[daily_collection_job, monthly_summary_job, warehouse_checks_job, activity_snapshot_job, *HEALTH_JOBS],
+        jobs=[
+            daily_collection_job,
+            monthly_summary_job,
+            warehouse_checks_job,
+            activity_snapshot_job,
+            *HEALTH_JOBS,
+        ],
         schedules=[
             daily_collection_schedule,
             month_finalizing_schedule,
@@ -76,7 +82,14 @@ def build_defs(
             activity_snapshot_schedule,
             *HEALTH_SCHEDULES,
         ],
-        sensors=[clients_sync_sensor, kpi_automation_sensor, checks_after_collection_sensor, gap_healing_sensor, *ALERT_SENSORS, *(ACTIVITY_SENSORS if activity_sensors else [])],
+        sensors=[
+            clients_sync_sensor,
+            kpi_automation_sensor,
+            checks_after_collection_sensor,
+            gap_healing_sensor,
+            *ALERT_SENSORS,
+            *(ACTIVITY_SENSORS if activity_sensors else []),
+        ],
         resources={**default_resources(), **(resources or {})},
         executor=executor,
     )

@@ -89,6 +89,8 @@ def call_with_connection_retries(
     except Exception as exc:
         if not is_connection_error(exc):
             raise
-        message = f"{what}: database connection failed {attempts} times in a row, giving up: {_first_line(exc)}"
+        message = (
+            f"{what}: database connection failed {attempts} times in a row, giving up: {_first_line(exc)}"
+        )
         log.error(message)
         raise DatabaseUnavailableError(message, attempts=attempts) from exc

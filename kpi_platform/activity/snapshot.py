@@ -44,7 +44,11 @@ def snapshot_rows(counts: ActivityCounts, *, run_id: str | None = None) -> list[
     rows: list[dict[str, Any]] = []
     for day in counts.days:
         hours = (counts.taken_at - end_of_day(day.day)).total_seconds() / 3600.0
-        metadata = {**common, "late": is_late(day.day, counts.taken_at), "hours_after_day_end": round(hours, 1)}
+        metadata = {
+            **common,
+            "late": is_late(day.day, counts.taken_at),
+            "hours_after_day_end": round(hours, 1),
+        }
         rows += [
             {
                 "metric_date": day.day,

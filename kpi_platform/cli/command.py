@@ -30,9 +30,7 @@ def bounded_int(low: int, high: int | Callable[[], tuple[int, str]]) -> Callable
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         top, why = high() if callable(high) else (high, "")
         if not low <= value <= top:
-            raise argparse.ArgumentTypeError(
-                f"{value} is outside {low}..{top}" + (f": {why}" if why else "")
-            )
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{top}" + (f": {why}" if why else ""))
         return value
 
     return parse
@@ -255,7 +253,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"error: the warehouse could not answer the export: {reason}", file=sys.stderr)
         return 2
     where = args.output or "stdout"
-    print(f"exported {summary.rows} {args.kind} rows ({args.grain}, {args.format}) to {where}", file=sys.stderr)
+    print(
+        f"exported {summary.rows} {args.kind} rows ({args.grain}, {args.format}) to {where}", file=sys.stderr
+    )
     if summary.days_missing:
         print(
             f"note: {summary.days_missing} day(s) missing in {summary.gap_ranges} gap(s); they are not filled in "
@@ -290,7 +290,9 @@ def _cmd_health(args: argparse.Namespace) -> int:
                 instance = DagsterInstance.get()
             except Exception as exc:  # noqa: BLE001 - an unreadable instance is the report's finding
                 report = HealthReport.unavailable(
-                    name="dagster_instance", summary=f"cannot open the Dagster instance at {home}: {exc}", now_utc=now
+                    name="dagster_instance",
+                    summary=f"cannot open the Dagster instance at {home}: {exc}",
+                    now_utc=now,
                 )
             else:
                 with instance:
@@ -378,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kpi-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, help="what to do")
 
-    p = sub.add_parser("quickstart", help="sync clients, collect the last N days through Dagster, close months")
+    p = sub.add_parser(
+        "quickstart", help="sync clients, collect the last N days through Dagster, close months"
+    )
     p.add_argument(
         "--days",
         type=bounded_int(1, _quickstart_days_bound),
@@ -389,7 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_quickstart)
 
-    p = sub.add_parser("ui", help="start the Dagster UI and daemon on the same instance the quickstart wrote to")
+    p = sub.add_parser(
+        "ui", help="start the Dagster UI and daemon on the same instance the quickstart wrote to"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: 127.0.0.1)")
     p.add_argument(
         "--port",
@@ -473,7 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_health)
 
-    p = sub.add_parser("breakers", help="list the Meta API circuit breakers, or close one after fixing the cause")
+    p = sub.add_parser(
+        "breakers", help="list the Meta API circuit breakers, or close one after fixing the cause"
+    )
     p.add_argument(
         "action",
         choices=["list", "reset"],
@@ -513,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", help="also write each process's output to <dir>/<process>.log")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("migrate", help="apply warehouse migrations and `dagster instance migrate` (idempotent)")
+    p = sub.add_parser(
+        "migrate", help="apply warehouse migrations and `dagster instance migrate` (idempotent)"
+    )
     p.set_defaults(func=_cmd_migrate)
 
     p = sub.add_parser("db", help="PostgreSQL administration of the warehouse")

@@ -130,7 +130,9 @@ def webserver_spec(*, host: str, port: int, workspace: Path) -> ProcessSpec:
 def daemon_spec(*, workspace: Path) -> ProcessSpec:
     """`dagster-daemon run` through `python -m kpi_platform.runtime.daemon`, which paces the backfill daemon at
     KPI_BACKFILL_INTERVAL_SECONDS (5 s) instead of 30 s."""
-    return ProcessSpec("daemon", (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(workspace)))
+    return ProcessSpec(
+        "daemon", (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(workspace))
+    )
 
 
 def simulator_spec(*, port: int) -> ProcessSpec:

@@ -103,7 +103,9 @@ def daily_activity_snapshot(
     if config.force:
         context.log.warning(f"force: stored activity snapshots of {describe_days(days)} will be replaced")
     try:
-        wh = call_with_connection_retries(warehouse.get_warehouse, what="opening the warehouse", log=context.log)
+        wh = call_with_connection_retries(
+            warehouse.get_warehouse, what="opening the warehouse", log=context.log
+        )
         # One transaction: a repeat after a failed attempt finds what a committed attempt stored and keeps it.
         write = call_with_connection_retries(
             lambda: wh.record_daily_metrics(rows, force=config.force),
@@ -319,7 +321,9 @@ def _heal_activity(
         now_ts=now_utc.timestamp(),
     )
     context.log.info(describe_plan(plan))
-    cursor = json.dumps({"since": since, "tick": tick, "failures": {k: m.to_json() for k, m in failures.items()}})
+    cursor = json.dumps(
+        {"since": since, "tick": tick, "failures": {k: m.to_json() for k, m in failures.items()}}
+    )
     if not plan.ranges:
         return dg.SensorResult(skip_reason=dg.SkipReason("no missed activity days to heal"), cursor=cursor)
     requests = [
@@ -385,7 +389,9 @@ def build_activity_alert_sensor(
         f"{FAILURES_CRITICAL} failed runs in a row), no snapshot for 48 h (CRITICAL).",
     )
     def activity_alert_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-        result = sync_activity_alerts(context.instance, warehouse.get_warehouse(), log=context.log, now_utc=clock())
+        result = sync_activity_alerts(
+            context.instance, warehouse.get_warehouse(), log=context.log, now_utc=clock()
+        )
         summary = _summary(result)
         context.log.info(summary)
         return dg.SkipReason(summary)

@@ -253,12 +253,16 @@ def clients_sync_sensor(context: dg.SensorEvaluationContext, warehouse: Warehous
     fingerprint = file_fingerprint(path)
     if fingerprint == context.cursor and not plan.partitions_to_add:
         return dg.SensorResult(skip_reason=dg.SkipReason("clients.yaml unchanged"), cursor=fingerprint)
-    added, updated, unchanged, deactivated = sync_clients_to_warehouse(clients=clients, warehouse=warehouse.get_warehouse())
+    added, updated, unchanged, deactivated = sync_clients_to_warehouse(
+        clients=clients, warehouse=warehouse.get_warehouse()
+    )
     context.log.info(
         f"clients synced: partitions added {list(plan.partitions_to_add)}, warehouse added={added} "
         f"updated={updated} unchanged={unchanged}, deactivated {list(deactivated)}"
     )
-    requests = [clients_partitions.build_add_request(list(plan.partitions_to_add))] if plan.partitions_to_add else []
+    requests = (
+        [clients_partitions.build_add_request(list(plan.partitions_to_add))] if plan.partitions_to_add else []
+    )
     return dg.SensorResult(dynamic_partitions_requests=requests, cursor=fingerprint)
 
 
@@ -318,7 +322,9 @@ def _heal_gaps(
     clients = registered_clients(warehouse.get_warehouse())
     keys = healing_keys(clients, now_utc=now_utc, horizon_days=horizon_days)
     # None until the asset has its first event on this instance (a fresh deployment): every key is missing.
-    by_partition = context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
+    by_partition = (
+        context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
+    )
     statuses = {key: (status.value if status is not None else None) for key, status in by_partition.items()}
     # The cursor stays bounded: no memory of healed days, days before the horizon or clients no longer active.
     failures = prune_failures(

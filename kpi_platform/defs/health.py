@@ -45,7 +45,9 @@ def build_health_report_asset(check_keys: Sequence[dg.AssetCheckKey]) -> dg.Asse
         kinds={"python"},
         owners=["team:data-engineering"],
     )
-    def health_report(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def health_report(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         """Health of the KPI platform, the same report as `kpi-platform health`: yesterday's collection, missing
         days (7 / 30 days), split data, hours since each client's last successful collection, failed asset checks,
         open circuit breakers, the Dagster daemon's heartbeats and run queue, runs and backfills in progress; a

@@ -132,7 +132,9 @@ def failed_run_keys(instance: dg.DagsterInstance, since: datetime) -> list[str]:
     """Client-days of the collection runs that failed after `since` (or a little before, see
     `FAILED_RUNS_OVERLAP`)."""
     runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since - FAILED_RUNS_OVERLAP)
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since - FAILED_RUNS_OVERLAP
+        )
     )
     return [key for run in runs for key in run_keys(run)]
 
@@ -208,7 +210,9 @@ def check_result(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> CheckRe
     return CheckResultRecord(record, history[0] if history else None)
 
 
-def latest_check_result(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> AssetCheckExecutionRecord | None:
+def latest_check_result(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> AssetCheckExecutionRecord | None:
     """The check's latest finished record, None if it never finished."""
     return check_result(instance, key).finished
 
@@ -227,7 +231,9 @@ def backfill_reserved_keys(instance: dg.DagsterInstance, asset_key: dg.AssetKey)
     return reserved
 
 
-def count_runs(instance: dg.DagsterInstance, statuses: Sequence[str], *, exclude_run_id: str | None = None) -> int:
+def count_runs(
+    instance: dg.DagsterInstance, statuses: Sequence[str], *, exclude_run_id: str | None = None
+) -> int:
     """Runs in any of `statuses` (DagsterRunStatus values), not counting `exclude_run_id` (the caller's own run)."""
     n = instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus(s) for s in statuses]))
     own = instance.get_run_by_id(exclude_run_id) if exclude_run_id else None

@@ -368,7 +368,9 @@ class BreakerGuard:
         with self._engine.begin() as conn:
             conn.execute(
                 table.update()
-                .where(table.c.name == state.name, table.c.state == HALF_OPEN, table.c.updated_at == claimed_at)
+                .where(
+                    table.c.name == state.name, table.c.state == HALF_OPEN, table.c.updated_at == claimed_at
+                )
                 .values(state=state.state, updated_at=state.updated_at)
             )
 

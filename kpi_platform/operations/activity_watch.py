@@ -176,7 +176,9 @@ def activity_alerts(facts: ActivityFacts, streak: FailureStreak) -> list[Alert]:
     alerts: list[Alert] = []
     for day in sorted(facts.missing):
         metrics = list(facts.missing[day])
-        which = "all five metrics" if len(metrics) == len(settings.ACTIVITY_METRIC_TYPES) else ", ".join(metrics)
+        which = (
+            "all five metrics" if len(metrics) == len(settings.ACTIVITY_METRIC_TYPES) else ", ".join(metrics)
+        )
         alerts.append(
             Alert(
                 missing_key(day),
@@ -317,7 +319,9 @@ def plan_activity_healing(
     )
 
 
-def prune_day_failures(failures: Mapping[str, DayFailure], *, missing: Iterable[date]) -> dict[str, DayFailure]:
+def prune_day_failures(
+    failures: Mapping[str, DayFailure], *, missing: Iterable[date]
+) -> dict[str, DayFailure]:
     """The failure memory worth keeping: days still missing (a stored day, or one out of the horizon, is forgotten)."""
     keep = {d.isoformat() for d in missing}
     return {k: v for k, v in failures.items() if k in keep}

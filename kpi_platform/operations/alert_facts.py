@@ -19,6 +19,7 @@ COLLECTION_PREFIX = "collection_failed:"
 TOKEN_PREFIX = "token_invalid:"
 CHECK_PREFIX = "check:"
 
+
 @dataclass(frozen=True)
 class CheckFact:
     """The latest evaluation of one asset check."""

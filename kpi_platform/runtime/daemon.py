@@ -57,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     dagster_private.check_dagster()
     set_backfill_interval(seconds)
-    dagster_private.daemon_cli().main(args=list(sys.argv[1:] if argv is None else argv), prog_name="dagster-daemon")
+    dagster_private.daemon_cli().main(
+        args=list(sys.argv[1:] if argv is None else argv), prog_name="dagster-daemon"
+    )
     return 0
 
 

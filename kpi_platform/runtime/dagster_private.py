@@ -71,7 +71,9 @@ def preload_run_worker() -> ModuleType:
 
 def backfill_daemon_modules() -> tuple[ModuleType, ModuleType]:
     """(`dagster._daemon.backfill`, `dagster._daemon.controller`): the backfill loop and the interval it reads."""
-    return importlib.import_module("dagster._daemon.backfill"), importlib.import_module("dagster._daemon.controller")
+    return importlib.import_module("dagster._daemon.backfill"), importlib.import_module(
+        "dagster._daemon.controller"
+    )
 
 
 def dagster_cli():  # noqa: ANN201 - a click group
@@ -121,8 +123,14 @@ def check_event_batch_hook() -> None:
     """The pooled storage's override: dagster-postgres's event log still offers what `store_event_batch` uses."""
     from dagster_postgres.event_log import PostgresEventLogStorage
 
-    for name in ("prepare_insert_event_batch", "index_transaction", "_store_asset_event_tags", "_store_asset_event",
-                 "_connect", "store_event_batch"):
+    for name in (
+        "prepare_insert_event_batch",
+        "index_transaction",
+        "_store_asset_event_tags",
+        "_store_asset_event",
+        "_connect",
+        "store_event_batch",
+    ):
         _require(
             hasattr(PostgresEventLogStorage, name),
             f"PostgresEventLogStorage.{name} is gone",

@@ -104,7 +104,9 @@ class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
                 self.prepare_insert_event_batch(planned).returning(SqlEventLogStorageTable.c.id)
             ).fetchall()
         event_ids = [int(row[0]) for row in rows]
-        last_per_asset = {e.get_dagster_event().asset_key: (e, i) for e, i in zip(planned, event_ids, strict=True)}
+        last_per_asset = {
+            e.get_dagster_event().asset_key: (e, i) for e, i in zip(planned, event_ids, strict=True)
+        }
         with self.index_transaction() as conn:
             self._store_asset_event_tags(conn, planned, event_ids)
             for event, event_id in last_per_asset.values():

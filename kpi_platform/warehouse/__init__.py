@@ -11,4 +11,12 @@ from kpi_platform.warehouse.store import (
     make_engine,
 )
 
-__all__ = ["ClientSync", "MetricReplacement", "MetricWrite", "Warehouse", "WriteStats", "as_utc", "make_engine"]
+__all__ = [
+    "ClientSync",
+    "MetricReplacement",
+    "MetricWrite",
+    "Warehouse",
+    "WriteStats",
+    "as_utc",
+    "make_engine",
+]

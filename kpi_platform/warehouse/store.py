@@ -65,7 +65,6 @@ PG_INSUFFICIENT_PRIVILEGE = "42501"
 _SQLITE_BEGIN_OPTION = "kpi_sqlite_begin"
 
 
-
 @overload
 def as_utc(value: datetime | str) -> datetime: ...
 @overload
@@ -80,6 +79,8 @@ def as_utc(value: datetime | str | None) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 CLIENT_FIELDS: tuple[str, ...] = ("name", "ad_account_id", "currency", "timezone", "active", "settings")
 
 

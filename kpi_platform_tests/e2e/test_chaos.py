@@ -330,7 +330,6 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
     )
     sup = stack.supervisor
     assert sup.marker == marker
-    stopped_daemon = None
     try:
         stack.start_servers(timeout_s=min(180.0, deadline.left()))
         for name in SENSORS_OFF:
@@ -430,6 +429,13 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert not stopped_daemon.forced and stopped_daemon.leftovers == (), stopped_daemon
         in_flight = [r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS[2:]))]
         queued = [r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))]
+        sent_before = len(sink.bodies(SLACK_PATH))
+        # Seconds after the stop its heartbeats are fresh, within Dagster's liveness tolerance (30 min), so the
+        # watchdog cannot tell yet, queued runs or not: no alert.
+        early = run_watchdog(deployment.env, cwd=PROJECT_ROOT, timeout_s=min(120.0, deadline.left()))
+        assert early.returncode in (0, 1), early.stdout + early.stderr
+        assert "alerts (health): 0 open, 0 notified, 0 resolved" in early.stderr, early.stderr
+        assert len(sink.bodies(SLACK_PATH)) == sent_before
         # 30.5 minutes pass: the stopped daemon's last heartbeats are dated back by that much.
         beat(instance, datetime.now(UTC) - timedelta(seconds=DAEMON_HEARTBEAT_UNHEALTHY_S + 60))
         first = run_watchdog(deployment.env, cwd=PROJECT_ROOT, timeout_s=min(120.0, deadline.left()))
@@ -437,7 +443,10 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert first.returncode == 2, first.stdout + first.stderr
         assert "alerts (health): 1 open, 1 notified, 0 resolved (health:daemon)" in first.stderr, first.stderr
         assert "alerts (missing clients): 0 open, 0 notified, 0 resolved" in first.stderr, first.stderr
-        assert slack_headlines(sink.bodies(SLACK_PATH))[-1] == "*[CRITICAL] Health check daemon is unhealthy*"
+        # With the daemon down no sensor sends anything: the watchdog's message is the only new one.
+        assert slack_headlines(sink.bodies(SLACK_PATH)[sent_before:]) == [
+            "*[CRITICAL] Health check daemon is unhealthy*"
+        ]
 
         # Without the daemon, what was running finishes and nothing queued starts.
         deadline.wait(
@@ -462,11 +471,15 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
             supervisor=sup,
         )
         daemon_back_at = mark("(d) daemon restarted")
+        sent_before = len(sink.bodies(SLACK_PATH))
         second = run_watchdog(deployment.env, cwd=PROJECT_ROOT, timeout_s=min(120.0, deadline.left()))
         mark("watchdog (daemon back)")
         assert second.returncode in (0, 1), second.stdout + second.stderr
         assert "alerts (health): 0 open, 0 notified, 1 resolved" in second.stderr, second.stderr
-        assert slack_headlines(sink.bodies(SLACK_PATH))[-1] == "*[RESOLVED] Health check daemon is unhealthy*"
+        # The sensors run again meanwhile and may send their own: the resolution is among the new messages.
+        assert "*[RESOLVED] Health check daemon is unhealthy*" in slack_headlines(
+            sink.bodies(SLACK_PATH)[sent_before:]
+        )
 
         # Convergence: the backfills end, the healer and the retry fill every day, the alerts resolve.
         deadline.wait(
@@ -565,6 +578,18 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert pool.claimed_slots == [] and pool.pending_steps == [], pool
         overlap_runs = runs(instance, **{BACKFILL_ID_TAG: overlap_backfill})
         assert {r.tags[settings.CLIENT_TAG] for r in overlap_runs} == set(overlap_clients)
+        # Whether each overlapping run was in progress together with its client's run of the main backfill (the
+        # queue may or may not have started them together; the lock makes either order correct).
+        records = {r.dagster_run.run_id: r for r in instance.get_run_records()}
+        together = []
+        for run in overlap_runs:
+            client_id = run.tags[settings.CLIENT_TAG]
+            mine = records[run.run_id]
+            for other in runs(instance, **{BACKFILL_ID_TAG: main_backfill, settings.CLIENT_TAG: client_id}):
+                theirs = records[other.run_id]
+                if theirs.start_time and mine.start_time and theirs.end_time and mine.end_time:
+                    if max(theirs.start_time, mine.start_time) < min(theirs.end_time, mine.end_time):
+                        together.append(client_id)
     except BaseException:
         print(process_tails(deployment.log_dir), file=sys.stderr)
         raise
@@ -582,7 +607,8 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
     print(
         f"chaos {len(CLIENT_IDS)}x{CHAOS_DAYS}: injected (a) SIGKILL {killed_client} worker @{t['(a) worker killed']}, "
         f"(b) {len(terminated)} warehouse session(s) of {cut_client} terminated @{t['(b) sessions terminated']}, "
-        f"(c) overlap {'+'.join(overlap_clients)} x{OVERLAP_DAYS}d @{t['(c) overlapping backfill launched']}, "
+        f"(c) overlap {'+'.join(overlap_clients)} x{OVERLAP_DAYS}d @{t['(c) overlapping backfill launched']} "
+        f"(ran alongside the client's main run: {'+'.join(sorted(set(together))) or 'none'}), "
         f"(d) daemon down @{t['(d) daemon stopped']} for {daemon_back_at - daemon_down_at:.0f}s "
         f"({len(in_flight)} in flight finished {','.join(finished_without_daemon) or '-'}, {len(queued)} stayed queued), "
         f"watchdog raised health:daemon @{t['watchdog (daemon down)']}, resolved @{t['watchdog (daemon back)']}; "

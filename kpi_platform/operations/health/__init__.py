@@ -73,8 +73,6 @@ HEALTH_CHECKS: tuple[CheckSpec, ...] = (
 )
 
 
-
-
 def build_health_report(
     *,
     warehouse: Warehouse,
@@ -122,8 +120,6 @@ def build_health_report(
         except Exception as exc:  # noqa: BLE001 - reported as this check's result
             results.append(_failed_check(spec, exc, secrets))
     return HealthReport.from_checks(results, generated_at=ctx.now_utc)
-
-
 
 
 def clients_from_warehouse(warehouse: Warehouse) -> list[Client]:

@@ -97,7 +97,6 @@ def check_asset_checks(ctx: HealthContext) -> Finding:
     )
 
 
-
 def check_in_progress(ctx: HealthContext) -> Finding:
     """Runs queued or running and backfills in progress. Informational (weight 0, always healthy): busy is not
     unhealthy, and a stuck queue is judged by `check_daemon`."""
@@ -112,8 +111,12 @@ def check_in_progress(ctx: HealthContext) -> Finding:
         summary=summary,
         details={
             "backfills": [
-                {"id": b.backfill_id, "status": b.status.value, "title": b.title,
-                 "created_at": datetime.fromtimestamp(b.backfill_timestamp, UTC)}
+                {
+                    "id": b.backfill_id,
+                    "status": b.status.value,
+                    "title": b.title,
+                    "created_at": datetime.fromtimestamp(b.backfill_timestamp, UTC),
+                }
                 for b in backfills[:DETAILS_MAX_ITEMS]
             ],
         },
@@ -124,7 +127,6 @@ def check_in_progress(ctx: HealthContext) -> Finding:
             "backfills_in_progress": len(backfills),
         },
     )
-
 
 
 def check_daemon(ctx: HealthContext) -> Finding:

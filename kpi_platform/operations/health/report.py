@@ -190,8 +190,10 @@ class HealthReport:
     def to_text(self) -> str:
         """The terminal form: a headline and one aligned line per check."""
         width = max((len(c.name) for c in self.checks), default=0)
-        lines = [f"KPI platform health: {self.status.value.upper()}, score {self.score:g}/100 "
-                 f"({self.generated_at:%Y-%m-%d %H:%M} UTC)"]
+        lines = [
+            f"KPI platform health: {self.status.value.upper()}, score {self.score:g}/100 "
+            f"({self.generated_at:%Y-%m-%d %H:%M} UTC)"
+        ]
         for c in self.checks:
             lines.append(f"  {c.status.value:<9}  {c.name:<{width}}  {c.summary}")
         return "\n".join(lines) + "\n"
@@ -280,14 +282,12 @@ def _capped(items: Sequence[Any]) -> list[Any]:
     return list(items[:DETAILS_MAX_ITEMS])
 
 
-
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
 
 
 @dataclass(frozen=True)
@@ -303,6 +303,7 @@ class CheckSpec:
 #: The report's checks, in report order. Weights: not collecting (yesterday, hours, breakers, and a daemon down,
 #: which fires no schedule) counts most.
 
+
 def _failed_check(spec: CheckSpec, exc: Exception, secrets: Iterable[str | None]) -> HealthCheck:
     reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", secrets)[:300]
     return HealthCheck(
@@ -315,10 +316,7 @@ def _failed_check(spec: CheckSpec, exc: Exception, secrets: Iterable[str | None]
     )
 
 
-
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"health metric {name!r} must be a finite number, got {value!r}")
     return value
-
-

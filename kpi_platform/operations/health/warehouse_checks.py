@@ -128,7 +128,9 @@ def check_missing_days(ctx: HealthContext) -> Finding:
             f"{cid} {per_client[cid][f'missing_days_{short}d']}/{per_client[cid][f'missing_days_{long}d']}"
             for cid in worst_clients[:DETAILS_MAX_ITEMS]
         )
-        summary = f"{totals[short]} missing in {short} d, {totals[long]} in {long} d ({short} d/{long} d: {listed})"
+        summary = (
+            f"{totals[short]} missing in {short} d, {totals[long]} in {long} d ({short} d/{long} d: {listed})"
+        )
     else:
         summary = f"no missing days in the last {long} days"
     return Finding(
@@ -205,7 +207,6 @@ def last_collected_at(warehouse: Warehouse, client_ids: Sequence[str]) -> dict[s
     return out
 
 
-
 def _age_status(hours: float | None) -> HealthStatus:
     if hours is None or hours > COLLECTION_AGE_UNHEALTHY_H:
         return HealthStatus.UNHEALTHY
@@ -238,7 +239,10 @@ def check_hours_since_collection(ctx: HealthContext) -> Finding:
     else:
         parts = [f"max {max(ages):.1f} h" if ages else "no client collected yet"]
         if late:
-            parts.append("late: " + ", ".join(f"{cid} {per_client[cid]['hours']:.0f} h" for cid in late[:DETAILS_MAX_ITEMS]))
+            parts.append(
+                "late: "
+                + ", ".join(f"{cid} {per_client[cid]['hours']:.0f} h" for cid in late[:DETAILS_MAX_ITEMS])
+            )
         if never and ages:
             parts.append(f"never collected: {', '.join(never[:DETAILS_MAX_ITEMS])}")
         summary = "; ".join(parts)
@@ -247,7 +251,9 @@ def check_hours_since_collection(ctx: HealthContext) -> Finding:
         metrics["max_hours_since_collection"] = max(ages)
     return Finding(
         status=worst(statuses.values()),
-        score=round(sum(CLIENT_SCORES[s.value] for s in statuses.values()) / len(statuses), 1) if statuses else 100.0,
+        score=round(sum(CLIENT_SCORES[s.value] for s in statuses.values()) / len(statuses), 1)
+        if statuses
+        else 100.0,
         summary=summary,
         details={
             "degraded_after_hours": COLLECTION_AGE_DEGRADED_H,
@@ -256,7 +262,6 @@ def check_hours_since_collection(ctx: HealthContext) -> Finding:
         },
         metrics=metrics,
     )
-
 
 
 def read_breakers(warehouse: Warehouse) -> list[Any]:
@@ -275,7 +280,8 @@ def check_circuit_breakers(ctx: HealthContext) -> Finding:
     active client uses are ignored (nothing calls them, so they never close)."""
     accounts = {f"{settings.BREAKER_API_NAME}:{c.ad_account_id}": c.id for c in ctx.clients}
     relevant = [
-        b for b in read_breakers(ctx.warehouse)
+        b
+        for b in read_breakers(ctx.warehouse)
         if b.state != "closed" and (b.name == settings.BREAKER_API_NAME or b.name in accounts)
     ]
     api_open = any(b.name == settings.BREAKER_API_NAME for b in relevant)
@@ -298,13 +304,17 @@ def check_circuit_breakers(ctx: HealthContext) -> Finding:
         summary=summary,
         details={
             "breakers": [
-                {"name": b.name, "state": b.state, "fail_counter": b.fail_counter, "opened_at": b.opened_at,
-                 "half_open_at": b.half_open_at, "last_error": b.last_error}
+                {
+                    "name": b.name,
+                    "state": b.state,
+                    "fail_counter": b.fail_counter,
+                    "opened_at": b.opened_at,
+                    "half_open_at": b.half_open_at,
+                    "last_error": b.last_error,
+                }
                 for b in relevant
             ],
             "clients_blocked": blocked_clients,
         },
         metrics={"open_breakers": len(relevant)},
     )
-
-
