@@ -50,7 +50,9 @@ def call(fn, waits: list[float], log: logging.Logger | None = None):
 
 
 def test_a_call_failing_twice_then_succeeding_returns_after_exponential_waits(waits, caplog):
-    flaky = Flaky(operational(), sa.exc.InterfaceError("SELECT 1", {}, DriverError("connection already closed")))
+    flaky = Flaky(
+        operational(), sa.exc.InterfaceError("SELECT 1", {}, DriverError("connection already closed"))
+    )
     with caplog.at_level(logging.WARNING, logger="test"):
         assert call(flaky, waits) == "counted"
     assert flaky.calls == 3
@@ -96,7 +98,9 @@ def test_other_errors_fail_at_once(waits):
 def test_which_errors_are_connection_errors():
     assert is_connection_error(operational())
     assert is_connection_error(sa.exc.InterfaceError("SELECT 1", {}, DriverError("closed")))
-    invalidated = sa.exc.DBAPIError("SELECT 1", {}, DriverError("SSL connection has been closed"), connection_invalidated=True)
+    invalidated = sa.exc.DBAPIError(
+        "SELECT 1", {}, DriverError("SSL connection has been closed"), connection_invalidated=True
+    )
     assert is_connection_error(invalidated)
     assert not is_connection_error(sa.exc.DBAPIError("SELECT 1", {}, DriverError("division by zero")))
     assert not is_connection_error(sa.exc.IntegrityError("INSERT", {}, DriverError("duplicate key")))

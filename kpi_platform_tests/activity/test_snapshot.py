@@ -11,7 +11,13 @@ NOV_9 = date(2026, 11, 9)
 
 
 def counts(taken_at: datetime, *days: date) -> ActivityCounts:
-    values = {"users_total": 3, "posts_total": 5, "comments_total": 7, "posts_created": 1, "comments_created": 2}
+    values = {
+        "users_total": 3,
+        "posts_total": 5,
+        "comments_total": 7,
+        "posts_created": 1,
+        "comments_created": 2,
+    }
     return ActivityCounts(
         start=min(days),
         end=max(days),
@@ -27,7 +33,9 @@ def test_a_day_is_due_at_two_utc_the_next_day():
     assert last_due_day(datetime(2026, 11, 10, 2, 0, tzinfo=UTC)) == NOV_9
     assert last_due_day(datetime(2026, 11, 10, 23, 59, tzinfo=UTC)) == NOV_9
     # Judged in UTC whatever the clock's zone: 03:30 in UTC+3 is 00:30 UTC.
-    assert last_due_day(datetime(2026, 11, 10, 3, 30, tzinfo=timezone(timedelta(hours=3)))) == date(2026, 11, 8)
+    assert last_due_day(datetime(2026, 11, 10, 3, 30, tzinfo=timezone(timedelta(hours=3)))) == date(
+        2026, 11, 8
+    )
 
 
 def test_a_snapshot_taken_after_the_day_was_due_is_late():

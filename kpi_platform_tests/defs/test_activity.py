@@ -235,7 +235,9 @@ def no_waits(monkeypatch):
 
 
 def connection_lost(statement: str = "SELECT 1") -> sa.exc.OperationalError:
-    return sa.exc.OperationalError(statement, {}, ConnectionError("server closed the connection unexpectedly"))
+    return sa.exc.OperationalError(
+        statement, {}, ConnectionError("server closed the connection unexpectedly")
+    )
 
 
 def run_messages(setup: Setup, result: dg.ExecuteInProcessResult) -> list[str]:
@@ -307,7 +309,8 @@ def test_a_day_snapshotted_after_it_was_due_is_labelled_late(setup):
     metadata = result.asset_materializations_for_node("platform__daily_activity_snapshot")[-1].metadata
     assert metadata["days_late"].value == 1
     assert any(
-        m.startswith("late snapshot of 2025-03-15 (stored with metadata late=true)") for m in run_messages(setup, result)
+        m.startswith("late snapshot of 2025-03-15 (stored with metadata late=true)")
+        for m in run_messages(setup, result)
     )
 
 
@@ -355,7 +358,9 @@ def test_the_healer_requests_missing_due_days_as_ranges_until_they_are_stored(se
     start, end = due_window(now)
     gaps = {end, end - timedelta(days=5), end - timedelta(days=4)}
     store_snapshots(
-        setup.warehouse, [d for d in snapshot_days(start, end) if d not in gaps], collected_at=now - timedelta(hours=1)
+        setup.warehouse,
+        [d for d in snapshot_days(start, end) if d not in gaps],
+        collected_at=now - timedelta(hours=1),
     )
     sensor = build_activity_gap_healing_sensor(clock=lambda: now)
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -417,7 +422,9 @@ def failure_tick(setup: Setup, result: dg.ExecuteInProcessResult):
     return activity_failure_alert_sensor(context)
 
 
-def test_failed_runs_alert_at_once_critical_from_the_third_and_resolve_after_a_success(setup, tmp_path, monkeypatch):
+def test_failed_runs_alert_at_once_critical_from_the_third_and_resolve_after_a_success(
+    setup, tmp_path, monkeypatch
+):
     now = datetime.now(UTC)
     start, end = due_window(now)
     store_snapshots(setup.warehouse, snapshot_days(start, end), collected_at=now - timedelta(hours=1))
@@ -449,12 +456,15 @@ def test_failed_runs_alert_at_once_critical_from_the_third_and_resolve_after_a_s
 def test_a_materialization_by_any_run_ends_the_failure_streak(setup, tmp_path):
     assert failure_streak(setup.instance).count == 0
     for _ in range(2):
-        assert not run_job(setup, day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), app_db=broken_app_db(tmp_path)).success
+        assert not run_job(
+            setup, day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), app_db=broken_app_db(tmp_path)
+        ).success
     streak = failure_streak(setup.instance)
     assert streak.count == 2 and streak.error == "AppDatabaseError"
     # A failed run that Dagster's run retries re-run is judged by its retry: neither counted nor alerted.
     retried = run_job(
-        setup, {**day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), "dagster/will_retry": "true"},
+        setup,
+        {**day_range_tags(date(2025, 3, 15), date(2025, 3, 15)), "dagster/will_retry": "true"},
         app_db=broken_app_db(tmp_path),
     )
     assert not retried.success
@@ -484,7 +494,9 @@ def test_missing_days_and_no_recent_snapshot_alert_and_resolve_once_stored(setup
     gone = date(2026, 11, 18)
     start, end = due_window(now)
     store_snapshots(
-        setup.warehouse, [d for d in snapshot_days(start, end) if d != gone], collected_at=now - timedelta(hours=50)
+        setup.warehouse,
+        [d for d in snapshot_days(start, end) if d != gone],
+        collected_at=now - timedelta(hours=50),
     )
     sensor = build_activity_alert_sensor(clock=lambda: now)
     with slack_sink(monkeypatch, min_severity="MEDIUM") as sink, sensor_context(setup) as context:

@@ -20,7 +20,9 @@ from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG, client_day_key
 from kpi_platform.operations import check_catalogue
 from kpi_platform.warehouse import schema
 
-WAREHOUSE_CHECKS = frozenset(dg.AssetCheckKey(KPI_WAREHOUSE, e.name) for e in check_catalogue.warehouse_wide())
+WAREHOUSE_CHECKS = frozenset(
+    dg.AssetCheckKey(KPI_WAREHOUSE, e.name) for e in check_catalogue.warehouse_wide()
+)
 #: Every collection fails on its first page with an invalid token (not transient: no retry).
 BROKEN_API = {"simulator_faults_json": '{"fail_page": 1, "fail_page_error": 190}', "max_attempts": 1}
 
@@ -111,7 +113,9 @@ def test_each_clients_deadline_hour_reaches_the_freshness_check(platform):
 def test_a_backfill_run_of_the_daily_asset_carries_the_contract_check_only():
     defs = build_defs()
     daily = backfill_run_job(defs, CLIENT_DAILY_KPIS)
-    assert daily.asset_layer.asset_graph.asset_check_keys == {dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)}
+    assert daily.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)
+    }
     assert "warehouse_checks" not in daily.graph.node_names()
     # The monthly asset's runs (its automation, the finalizing schedule, a backfill) carry no check at all.
     assert backfill_run_job(defs, CLIENT_MONTHLY_SUMMARY).asset_layer.asset_graph.asset_check_keys == set()
@@ -121,7 +125,10 @@ def test_a_backfill_run_of_the_daily_asset_carries_the_contract_check_only():
     assert not warehouse.is_materializable
     assert warehouse.parent_keys == {CLIENT_DAILY_KPIS, CLIENT_MONTHLY_SUMMARY}
     assert {key for key in graph.asset_check_keys if key.asset_key == KPI_WAREHOUSE} == WAREHOUSE_CHECKS
-    assert defs.resolve_job_def("warehouse_checks_job").asset_layer.asset_graph.asset_check_keys == WAREHOUSE_CHECKS
+    assert (
+        defs.resolve_job_def("warehouse_checks_job").asset_layer.asset_graph.asset_check_keys
+        == WAREHOUSE_CHECKS
+    )
 
 
 def test_a_failed_backfill_run_leaves_no_record_on_a_warehouse_check(platform):

@@ -4,9 +4,11 @@ launched through GraphQL, and while it runs:
 
 (a) one run worker is killed with SIGKILL (by the pid Dagster recorded for its run);
 (b) the warehouse sessions of another run's worker are ended with pg_terminate_backend while it writes;
-(c) a UI backfill overlapping two of the same clients is launched;
-(d) the daemon is stopped (SIGTERM to its process group), `kpi-platform health --alert` alerts that it is down,
-    the daemon is started again and the next watchdog run resolves that alert.
+(c) a UI backfill overlapping two of the same clients is launched, and one client's run from each backfill
+    reach its write at the same time;
+(d) the daemon is stopped (SIGTERM to its process group) while those two runs are in flight,
+    `kpi-platform health --alert` alerts that it is down, the daemon is started again and the next watchdog run
+    resolves that alert.
 
 How the faults are aimed. Before the daemon starts, the test takes every client's warehouse write lock in a
 session of its own (as a slow writer would), so the first two runs reach their write and wait there, inside their
@@ -15,7 +17,9 @@ worker at that moment. (b) finds the second run's sessions without guessing: the
 lock is the run's writer, and every session of the warehouse database whose TCP client port is a socket of the
 run's worker process is that worker's (its writer among them, checked); exactly those are terminated, filtered by
 the warehouse database's name. The warehouse engine sets no application_name, and one per process would not
-single out a run anyway.
+single out a run anyway. (c) lets go of every client but the first overlapping one: the runs of the others go
+ahead, and that client's main run and overlapping run both wait for its lock (two sessions waiting, one from each
+run's worker, checked), so they provably overlap in time; it is released while the daemon is down.
 
 What is expected, and why exactly that:
 
@@ -30,7 +34,9 @@ What is expected, and why exactly that:
   happens next; once the backfill is over and the (shortened) cool-down has passed, the gap healer requests the
   client's 60 days as one run, it succeeds, and `alert_sync_sensor` resolves the alert at its next tick (every
   2 min, as in production).
-* (c) Both overlapping runs succeed: the warehouse's per-client lock serialises the writers.
+* (c) Both overlapping runs succeed, one after the other, without the daemon: the warehouse's per-client lock
+  serialises the writers. The other client's overlapping run has run before them or waits in the queue until
+  the daemon is back (whichever the backfill created first).
 * (d) The daemon check only calls a daemon down when its heartbeats are older than 30.5 min (Dagster's own
   liveness rule); the test stands in for that half hour by dating the stopped daemon's last heartbeats back by
   it in its own Dagster database. The watchdog then raises `health:daemon` (CRITICAL) and nothing else: the
@@ -50,7 +56,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -83,9 +89,9 @@ from kpi_platform.operations.plans import healing_window
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.chaos import (
+    ClientLocks,
     Deadline,
     backends_of_process,
-    hold_client_locks,
     latest_tick_timestamp,
     lock_waiters,
     run_watchdog,
@@ -314,13 +320,6 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
     seed_recent_days(warehouse, clients, ranges)
     mark("seeded")
 
-    holder = sa.create_engine(
-        warehouse.engine.url,
-        poolclass=sa.pool.NullPool,
-        connect_args={"application_name": "kpi_chaos_lock_holder"},
-    )
-    holding = holder.connect()
-    holding_tx = holding.begin()
     stack = LocalStack(
         env=deployment.env,
         with_simulator=True,
@@ -330,6 +329,8 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
     )
     sup = stack.supervisor
     assert sup.marker == marker
+    # Every client's writes wait for the test until it lets go of that client (see the module docstring).
+    locks = ClientLocks(warehouse.engine.url, CLIENT_IDS)
     try:
         stack.start_servers(timeout_s=min(180.0, deadline.left()))
         for name in SENSORS_OFF:
@@ -337,8 +338,6 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         stop_schedules(stack.webserver)
         mark("servers up")
 
-        # Every client's writes wait for the test until it lets go (see the module docstring).
-        hold_client_locks(holding, CLIENT_IDS)
         main_backfill = stack.webserver.launch_asset_backfill(
             asset_key=CLIENT_DAILY_KPIS.path, partition_keys=keys
         )
@@ -353,13 +352,18 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         )
         waiting: dict[str, list[int]] = {}
 
-        def two_runs_at_their_write() -> bool:
-            waiting.clear()
-            waiting.update(lock_waiters(warehouse.engine, deployment.warehouse_db, CLIENT_IDS))
-            return sum(len(p) for p in waiting.values()) == 2
+        def waiting_at_their_write(n: int, client_id: str | None = None) -> Callable[[], bool]:
+            def check() -> bool:
+                waiting.clear()
+                waiting.update(lock_waiters(warehouse.engine, deployment.warehouse_db, CLIENT_IDS))
+                if client_id is not None:
+                    return len(waiting.get(client_id, [])) == n
+                return sum(len(p) for p in waiting.values()) == n
+
+            return check
 
         deadline.wait(
-            two_runs_at_their_write, what="two runs waiting at their write", timeout_s=120, supervisor=sup
+            waiting_at_their_write(2), what="two runs waiting at their write", timeout_s=120, supervisor=sup
         )
         mark("two runs at their write")
         killed_client, cut_client = sorted(waiting)
@@ -401,33 +405,47 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         # the server's notice is not read first, as "server closed the connection unexpectedly".
         assert non_transient and reason.startswith("psycopg2.OperationalError"), reason
 
-        # (c) A UI backfill of two other clients' latest days, while their backfill runs are queued or waiting.
+        # (c) A UI backfill of the latest days of two other clients. The first of them stays locked: its main
+        # run and its overlapping run both reach their write and wait for its lock at the same time (two run
+        # slots, both its); everything else goes ahead, and the second client's overlapping run stays queued.
         overlap_clients = sorted(set(CLIENT_IDS) - {killed_client, cut_client})[:2]
+        held_client = overlap_clients[0]
         overlap_keys = [k for c in overlap_clients for k in ranges[c].keys()[-OVERLAP_DAYS:]]
         overlap_backfill = stack.webserver.launch_asset_backfill(
             asset_key=CLIENT_DAILY_KPIS.path, partition_keys=overlap_keys
         )
         mark("(c) overlapping backfill launched")
-        holding_tx.rollback()
-        holding.close()
-        mark("writers let go")
-
+        for client_id in locks.held:
+            if client_id != held_client:
+                locks.release(client_id)
         deadline.wait(
             lambda: (
-                bool(runs(instance, **{PARENT_RUN_ID_TAG: killed_run.run_id}))
-                and instance.get_runs_count(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])) > 0
+                waiting_at_their_write(2, held_client)()
+                and bool(runs(instance, **{PARENT_RUN_ID_TAG: killed_run.run_id}))
             ),
-            what="Dagster's retry of the killed run",
-            timeout_s=60,
+            what=f"both backfills' runs of {held_client} waiting at their write, and the killed run's retry",
+            timeout_s=120,
             supervisor=sup,
         )
-        mark("retry of the killed run created")
+        mark("(c) both runs of one client at their write")
+        overlapping = {
+            started_run_of(instance, b, held_client).run_id for b in (main_backfill, overlap_backfill)
+        }
+        overlap_sessions = sorted(
+            pid
+            for run_id in overlapping
+            for pid in backends_of_process(
+                warehouse.engine, deployment.warehouse_db, worker_pid(instance, run_id)
+            )
+        )
+        assert set(waiting[held_client]) <= set(overlap_sessions), (waiting, overlap_sessions)
 
-        # (d) Stop the daemon; runs already launched go on under the code server, queued ones wait.
+        # (d) Stop the daemon; the two runs in flight go on under the code server, queued ones wait.
         stopped_daemon = stop_supervised(sup, "daemon")
         daemon_down_at = mark("(d) daemon stopped")
         assert not stopped_daemon.forced and stopped_daemon.leftovers == (), stopped_daemon
         in_flight = [r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=IN_PROGRESS[2:]))]
+        assert sorted(in_flight) == sorted(overlapping)
         queued = [r.run_id for r in instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))]
         sent_before = len(sink.bodies(SLACK_PATH))
         # Seconds after the stop its heartbeats are fresh, within Dagster's liveness tolerance (30 min), so the
@@ -448,15 +466,18 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
             "*[CRITICAL] Health check daemon is unhealthy*"
         ]
 
-        # Without the daemon, what was running finishes and nothing queued starts.
+        # Without the daemon: the two overlapping writers of one client go ahead one after the other and
+        # finish; nothing queued starts.
+        locks.release(held_client)
         deadline.wait(
             lambda: all(instance.get_run_by_id(run_id).is_finished for run_id in in_flight),
             what="the runs in flight to finish without the daemon",
             timeout_s=90,
             supervisor=sup,
         )
+        mark("(c) overlapping runs finished")
+        assert [status(instance, run_id) for run_id in in_flight] == [dg.DagsterRunStatus.SUCCESS] * 2
         assert all(status(instance, run_id) == dg.DagsterRunStatus.QUEUED for run_id in queued)
-        finished_without_daemon = [status(instance, run_id).value for run_id in in_flight]
 
         restarted_at = time.time()
         stack.start_daemon(timeout_s=min(120.0, deadline.left()))
@@ -516,6 +537,14 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
             timeout_s=180,
             supervisor=sup,
         )
+        # The failure sensor has looked at every failure (the killed run's included) since the last run ended.
+        last_end = max(r.end_time or 0.0 for r in instance.get_run_records())
+        deadline.wait(
+            lambda: latest_tick_timestamp(stack.webserver, FAILURE_SENSOR) > last_end,
+            what=f"a tick of {FAILURE_SENSOR} after the last run ended",
+            timeout_s=90,
+            supervisor=sup,
+        )
         deadline.wait(
             lambda: len(sink.bodies(SLACK_PATH)) >= 2 * len(expected_alerts),
             what="every alert and its resolution at the Slack sink",
@@ -552,7 +581,11 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert heal.status == dg.DagsterRunStatus.SUCCESS
         assert ClientRange.from_tags(heal.tags) == ranges[cut_client]
         assert stack.webserver.backfill(overlap_backfill)["status"] == "COMPLETED_SUCCESS"
+        # The main backfill ends failed: the run whose sessions were terminated is one of its runs (its days were
+        # healed outside it); the killed run's retry belongs to it and succeeded.
         main_status = stack.webserver.backfill(main_backfill)["status"]
+        assert main_status == "COMPLETED_FAILED"
+        assert retry.tags[BACKFILL_ID_TAG] == main_backfill
 
         rows = alert_rows(warehouse)
         assert [(r.key, r.severity) for r in rows] == sorted((key, "CRITICAL") for key in expected_alerts)
@@ -578,26 +611,11 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert pool.claimed_slots == [] and pool.pending_steps == [], pool
         overlap_runs = runs(instance, **{BACKFILL_ID_TAG: overlap_backfill})
         assert {r.tags[settings.CLIENT_TAG] for r in overlap_runs} == set(overlap_clients)
-        # Whether each overlapping run was in progress together with its client's run of the main backfill (the
-        # queue may or may not have started them together; the lock makes either order correct).
-        records = {r.dagster_run.run_id: r for r in instance.get_run_records()}
-        together = []
-        for run in overlap_runs:
-            client_id = run.tags[settings.CLIENT_TAG]
-            mine = records[run.run_id]
-            for other in runs(instance, **{BACKFILL_ID_TAG: main_backfill, settings.CLIENT_TAG: client_id}):
-                theirs = records[other.run_id]
-                if theirs.start_time and mine.start_time and theirs.end_time and mine.end_time:
-                    if max(theirs.start_time, mine.start_time) < min(theirs.end_time, mine.end_time):
-                        together.append(client_id)
     except BaseException:
         print(process_tails(deployment.log_dir), file=sys.stderr)
         raise
     finally:
-        if not holding.closed:
-            holding_tx.rollback()
-            holding.close()
-        holder.dispose()
+        locks.release_all()
         report = stack.stop()
     assert marked_processes(marker) == []
     assert report.stragglers == ()
@@ -608,11 +626,11 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         f"chaos {len(CLIENT_IDS)}x{CHAOS_DAYS}: injected (a) SIGKILL {killed_client} worker @{t['(a) worker killed']}, "
         f"(b) {len(terminated)} warehouse session(s) of {cut_client} terminated @{t['(b) sessions terminated']}, "
         f"(c) overlap {'+'.join(overlap_clients)} x{OVERLAP_DAYS}d @{t['(c) overlapping backfill launched']} "
-        f"(ran alongside the client's main run: {'+'.join(sorted(set(together))) or 'none'}), "
+        f"({held_client}'s two runs at its write together @{t['(c) both runs of one client at their write']}), "
         f"(d) daemon down @{t['(d) daemon stopped']} for {daemon_back_at - daemon_down_at:.0f}s "
-        f"({len(in_flight)} in flight finished {','.join(finished_without_daemon) or '-'}, {len(queued)} stayed queued), "
-        f"watchdog raised health:daemon @{t['watchdog (daemon down)']}, resolved @{t['watchdog (daemon back)']}; "
-        f"converged: both runs failed @{t['both runs failed']}, backfills ended @{t['backfills ended']} "
+        f"({len(in_flight)} runs finished without it @{t['(c) overlapping runs finished']}, "
+        f"{len(queued)} stayed queued), watchdog raised health:daemon @{t['watchdog (daemon down)']}, "
+        f"resolved @{t['watchdog (daemon back)']}; converged: backfills ended @{t['backfills ended']} "
         f"(main {main_status}), {len(keys)}/{len(keys)} partitions @{t['every partition materialized']} "
         f"({killed_client} by Dagster's retry, {cut_client} by the gap healer), alerts {sorted(expected_alerts)} "
         f"raised+resolved @{t['converged']}, 0 duplicate keys, 0 pool slots, 0 processes left; total {total:.0f}s"

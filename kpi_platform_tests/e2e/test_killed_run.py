@@ -57,7 +57,9 @@ from kpi_platform.defs.run_history import failure_reason, worker_death
 from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import healing_window
 from kpi_platform.warehouse import Warehouse
-from kpi_platform_tests.support.killed_run_defs import E2E_DAYS
+
+# Not from killed_run_defs: importing that module shortens the healer's cool-down in this whole process.
+from kpi_platform_tests.support.e2e_defs import E2E_DAYS
 from kpi_platform_tests.support.postgres import create_temp_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]

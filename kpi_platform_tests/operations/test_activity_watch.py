@@ -65,7 +65,9 @@ def test_the_due_window_is_the_last_30_due_days():
 
 def test_facts_name_missing_and_incomplete_days_late_ones_and_the_newest_snapshot(warehouse):
     taken = NOW - timedelta(hours=6)
-    store_snapshots(warehouse, snapshot_days(WINDOW_START, date(2026, 11, 10)), collected_at=taken - timedelta(days=3))
+    store_snapshots(
+        warehouse, snapshot_days(WINDOW_START, date(2026, 11, 10)), collected_at=taken - timedelta(days=3)
+    )
     store_snapshots(warehouse, [date(2026, 11, 12), date(2026, 11, 13)], collected_at=taken, late=True)
     store_snapshots(warehouse, [YESTERDAY], collected_at=taken, types=["users_total", "posts_total"])
     # Before the window and after the last due day: not judged.
@@ -124,7 +126,9 @@ def test_a_missing_day_is_a_warning_naming_the_day_and_its_metrics():
 
 def test_failures_in_a_row_are_medium_then_critical_from_three():
     def failing(count: int):
-        streak = FailureStreak(count, "run-1", NOW - timedelta(minutes=5), "DatabaseUnavailableError", "gave up")
+        streak = FailureStreak(
+            count, "run-1", NOW - timedelta(minutes=5), "DatabaseUnavailableError", "gave up"
+        )
         (alert,) = activity_alerts(facts(), streak)
         return alert
 
@@ -166,7 +170,9 @@ def test_alerts_sync_once_and_resolve_when_fixed(warehouse):
     healed = activity_alerts(facts(missing=[date(2026, 11, 18)]), FailureStreak())
     second = notifier.sync(healed, ACTIVITY_PREFIX)
     assert set(second.resolved) == {"activity:missing:2026-11-19", FAILING_KEY, STALE_KEY}
-    assert [p.key for p in notifier.open_problems(scope_prefix=ACTIVITY_PREFIX)] == ["activity:missing:2026-11-18"]
+    assert [p.key for p in notifier.open_problems(scope_prefix=ACTIVITY_PREFIX)] == [
+        "activity:missing:2026-11-18"
+    ]
 
 
 # --- healing ------------------------------------------------------------------------------------------------------
@@ -182,7 +188,9 @@ def test_missing_days_are_requested_as_contiguous_ranges_newest_first():
     )
     assert (plan.missing, plan.in_progress, plan.deferred_ranges) == (4, 0, 0)
 
-    limited = plan_activity_healing(missing=missing, in_progress=[], failures={}, now_ts=NOW.timestamp(), max_runs=1)
+    limited = plan_activity_healing(
+        missing=missing, in_progress=[], failures={}, now_ts=NOW.timestamp(), max_runs=1
+    )
     assert limited.ranges == ((YESTERDAY, YESTERDAY),) and limited.deferred_ranges == 2
 
 
@@ -200,7 +208,9 @@ def test_days_in_progress_are_not_requested_and_split_a_range():
 
 def test_a_failed_day_cools_down_doubling_up_to_eight_hours():
     failed_ts = NOW.timestamp()
-    failures = record_day_failures({}, first=date(2026, 11, 17), last=YESTERDAY, failed_ts=failed_ts, reason="boom")
+    failures = record_day_failures(
+        {}, first=date(2026, 11, 17), last=YESTERDAY, failed_ts=failed_ts, reason="boom"
+    )
     assert sorted(failures) == ["2026-11-17", "2026-11-18", "2026-11-19"]
     assert failures["2026-11-18"] == DayFailure(1, failed_ts, "boom")
 
@@ -212,7 +222,9 @@ def test_a_failed_day_cools_down_doubling_up_to_eight_hours():
 
     assert not requested(HEAL_BASE_COOLDOWN_S - 1, failures)
     assert requested(HEAL_BASE_COOLDOWN_S, failures)
-    twice = record_day_failures(failures, first=YESTERDAY, last=YESTERDAY, failed_ts=failed_ts, reason="again")
+    twice = record_day_failures(
+        failures, first=YESTERDAY, last=YESTERDAY, failed_ts=failed_ts, reason="again"
+    )
     assert twice["2026-11-19"].count == 2
     assert not requested(2 * HEAL_BASE_COOLDOWN_S - 1, twice)
     assert requested(2 * HEAL_BASE_COOLDOWN_S, twice)

@@ -20,6 +20,7 @@ from kpi_platform.warehouse import Warehouse
 #: The rows a warehouse-wide check judges (`CheckOutcome.asset`) and the asset that writes them.
 JUDGED = {"daily": check_catalogue.DAILY_KPIS_ASSET, "monthly": check_catalogue.MONTHLY_SUMMARY_ASSET}
 
+
 @pytest.mark.usefixtures("no_current_defs_state_storage")
 def test_the_code_location_has_exactly_the_catalogued_checks_with_their_descriptions():
     graph = build_defs().resolve_asset_graph()

@@ -63,7 +63,9 @@ def _status(instance: dg.DagsterInstance) -> set[str]:
     )
 
 
-def test_a_range_runs_planned_events_give_failed_then_materialized_partitions(instance, monkeypatch):
+def test_pooled_storage_matches_stock_storage_upgrade_gate(instance, monkeypatch):
+    """The upgrade gate of `runtime/pg_storage.py`: run on the pooled and the stock storage alike, a range run's
+    planned events give failed then materialized partitions. Run it first after any Dagster upgrade."""
     one_by_one: list[str] = []
     storage = instance.event_log_storage
     store_event = storage.store_event

@@ -237,7 +237,11 @@ def test_large_campaigns_deliver_every_day_they_run_and_spend_their_daily_budget
                     assert spend <= 1.1 * campaign.daily_budget * (age + 1) / RAMP_UP_DAYS + one_click
                     ramped += 1
                 elif day.weekday() < 5:
-                    assert 0.85 * campaign.daily_budget - one_click <= spend <= 1.1 * campaign.daily_budget + one_click
+                    assert (
+                        0.85 * campaign.daily_budget - one_click
+                        <= spend
+                        <= 1.1 * campaign.daily_budget + one_click
+                    )
                     checked += 1
     assert checked > 5000 and ramped > 0
 

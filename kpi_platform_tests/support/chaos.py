@@ -154,11 +154,44 @@ def process_tcp_ports(pid: int) -> set[int]:
 # --- The warehouse's sessions -----------------------------------------------------------------------------------
 
 
-def hold_client_locks(conn: sa.Connection, client_ids: Iterable[str]) -> None:
-    """Take each client's warehouse write lock on `conn` until its transaction ends, as a slow writer would: every
-    run writing one of these clients then waits at its write, inside its step and its transaction."""
-    for client_id in client_ids:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(client_lock_key(client_id))))
+class ClientLocks:
+    """Each client's warehouse write lock held in a session of its own, as a slow writer of that client would hold
+    it: every run writing the client waits at its write, inside its step and its write transaction, until the
+    lock is released. Released one client at a time; `release_all` (idempotent) ends every session."""
+
+    APPLICATION_NAME = "kpi_chaos_lock_holder"
+
+    def __init__(self, url: sa.URL, client_ids: Iterable[str]) -> None:
+        # NullPool: a released session really closes, so no lock can outlive the test in a pool.
+        self._engine = sa.create_engine(
+            url, poolclass=sa.pool.NullPool, connect_args={"application_name": self.APPLICATION_NAME}
+        )
+        self._held: dict[str, tuple[sa.Connection, sa.RootTransaction]] = {}
+        try:
+            for client_id in client_ids:
+                conn = self._engine.connect()
+                transaction = conn.begin()
+                self._held[client_id] = (conn, transaction)
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(client_lock_key(client_id))))
+        except BaseException:
+            self.release_all()
+            raise
+
+    @property
+    def held(self) -> list[str]:
+        return sorted(self._held)
+
+    def release(self, client_id: str) -> None:
+        conn, transaction = self._held.pop(client_id)
+        try:
+            transaction.rollback()
+        finally:
+            conn.close()
+
+    def release_all(self) -> None:
+        for client_id in list(self._held):
+            self.release(client_id)
+        self._engine.dispose()
 
 
 def lock_waiters(engine: sa.Engine, database: str, client_ids: Iterable[str]) -> dict[str, list[int]]:
