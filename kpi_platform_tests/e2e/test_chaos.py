@@ -89,6 +89,7 @@ from kpi_platform.operations.plans import healing_window
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.chaos import (
+    CHAOS_DAYS,
     ClientLocks,
     Deadline,
     backends_of_process,
@@ -102,7 +103,6 @@ from kpi_platform_tests.support.chaos import (
     terminate_backends,
     worker_pid,
 )
-from kpi_platform_tests.support.chaos_defs import CHAOS_DAYS
 from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.postgres import create_temp_database
 from kpi_platform_tests.support.sinks import WebhookSink, webhook_sink

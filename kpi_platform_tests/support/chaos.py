@@ -23,6 +23,10 @@ from kpi_platform.cli.supervisor import Supervisor, Webserver, group_members, wa
 from kpi_platform.warehouse.store import client_lock_key
 
 REPOSITORY = {"repositoryName": "__repository__", "repositoryLocationName": settings.CODE_LOCATION_NAME}
+#: Days backfilled per client in the chaos test (ending at each client's due day); the gap-healing horizon of its
+#: code location (`chaos_defs`) covers exactly these. Here, not there: importing `chaos_defs` shortens the
+#: healer's cool-down in the importing process, which must stay the code server's alone.
+CHAOS_DAYS = 60
 
 
 # --- One deadline for the whole test ----------------------------------------------------------------------------
