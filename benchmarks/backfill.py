@@ -343,7 +343,7 @@ PROFILE_AREAS: tuple[tuple[str, str, str], ...] = (
     ("contract validation (pandera)", "kpi_platform/collect.py", "validate_contract"),
     ("quality_scores", "quality/rules.py", "quality_scores"),
     ("replace_client_range (checks + write)", "warehouse/store.py", "replace_client_range"),
-    ("  _prepare_frame (checks)", "warehouse/store.py", "_prepare_frame"),
+    ("  prepare_frame (checks)", "warehouse/frames.py", "prepare_frame"),
     ("  _insert_frame (COPY / executemany)", "warehouse/store.py", "_insert_frame"),
 )
 

@@ -1,6 +1,7 @@
 """The KPI warehouse (SQLAlchemy Core + packaged alembic migrations): `Warehouse` owns every write and the
 connection; `queries` reads for analysts, `export` writes query results to files, `roles` manages grants."""
 
+from kpi_platform.warehouse.engine import make_engine
 from kpi_platform.warehouse.store import (
     ClientSync,
     MetricReplacement,
@@ -8,7 +9,6 @@ from kpi_platform.warehouse.store import (
     Warehouse,
     WriteStats,
     as_utc,
-    make_engine,
 )
 
 __all__ = [

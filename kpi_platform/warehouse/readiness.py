@@ -7,7 +7,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from kpi_platform.warehouse.store import Warehouse, head_revision
+from kpi_platform.warehouse.engine import head_revision
+from kpi_platform.warehouse.store import Warehouse
 
 
 class WarehouseNotReadyError(RuntimeError):

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.warehouse import schema
-from kpi_platform.warehouse.store import VERSION_TABLE
+from kpi_platform.warehouse.engine import VERSION_TABLE
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
-"""Reads and writes of the KPI warehouse: engine setup, migrations, the client registry and range writes.
+"""The warehouse's reads and writes: `Warehouse`, its row types, the client registry, range writes and locks.
 
 Every write is one transaction. A client × date-range write deletes the range and inserts the new rows, so a
 re-run leaves identical rows and a failure leaves the previous ones. Frames are checked before the database is
-touched; on PostgreSQL rows are loaded with COPY inside the same transaction.
+touched (`frames`); on PostgreSQL rows are loaded with COPY inside the same transaction. Engines and migrations
+plumbing live in `engine`.
 
 Writers of one client are serialised here, whoever launched them (schedule, gap healer, UI backfill, CLI): every
 transaction that replaces a client's rows first takes that client's lock (`client_lock_key`, a PostgreSQL
@@ -13,56 +14,56 @@ of the same client waits for the first to commit and then replaces its rows, ins
 from __future__ import annotations
 
 import calendar
-import csv
 import hashlib
-import io
-import itertools
-import json
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from functools import cache
-from pathlib import Path
-from typing import Any, Literal, overload
+from datetime import UTC, date, datetime
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 
 from kpi_platform import settings
 from kpi_platform.warehouse import schema
+from kpi_platform.warehouse.engine import (
+    SQLITE_BEGIN_OPTION,
+    VERSION_TABLE,
+    alembic_config,
+    head_revision,
+    is_sqlite_locked,
+    make_engine,
+)
+from kpi_platform.warehouse.frames import (
+    COPY_NULL,
+    COPY_READ_SIZE,
+    CsvStream,
+    holds_copy_null,
+    is_integer,
+    json_normalized,
+    prepare_frame,
+    records,
+    typed_frame,
+    utc,
+)
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Attempts of a SQLite migration that still finds the database locked after the busy timeout.
 MIGRATE_ATTEMPTS = 5
-WAL_SWITCH_ATTEMPTS = 20
 #: PostgreSQL advisory lock keys (arbitrary, fixed): one serialises migrations, one client registry syncs.
 PG_MIGRATION_LOCK_KEY = 7_390_001
 PG_CLIENTS_LOCK_KEY = 7_390_002
 PG_METRICS_LOCK_KEY = 7_390_003
 #: BLAKE2b personalisation of the per-client lock keys (`client_lock_key`); changing it changes every key.
 CLIENT_LOCK_PERSON = b"kpi-client-lock"
-#: NULL marker of the COPY CSV stream; an unquoted empty field then stays an empty string.
-COPY_NULL = r"\N"
-VERSION_TABLE = "alembic_version"
-#: Rows rendered per CSV chunk and characters handed to psycopg2 per read during COPY.
-COPY_CHUNK_ROWS = 1_000
-COPY_READ_SIZE = 1 << 20
 #: SQLSTATE of PostgreSQL's "permission denied".
 PG_INSUFFICIENT_PRIVILEGE = "42501"
-#: Connection execution option naming the SQLite BEGIN mode (DEFERRED or IMMEDIATE).
-_SQLITE_BEGIN_OPTION = "kpi_sqlite_begin"
 
 
 @overload
@@ -142,99 +143,6 @@ class ClientSync:
     unchanged: tuple[str, ...]
 
 
-# --- Engine and migrations --------------------------------------------------------------------------------------
-
-
-def make_engine(url: str | sa.URL) -> sa.Engine:
-    """An engine for a SQLite or PostgreSQL warehouse URL.
-
-    SQLite: the parent folder is created; WAL, foreign keys and a busy timeout are enabled on every connection,
-    because several run processes write to the same file. PostgreSQL: always psycopg2 (COPY needs it), with
-    pre-ping so connections dropped by the server are replaced.
-    """
-    parsed = sa.make_url(url)
-    backend = parsed.drivername.split("+", 1)[0]
-    if backend == "sqlite":
-        engine = _sqlite_engine(parsed)
-    elif backend in ("postgresql", "postgres"):
-        engine = sa.create_engine(parsed.set(drivername="postgresql+psycopg2"), pool_pre_ping=True)
-    else:
-        raise ValueError(
-            f"unsupported warehouse URL {parsed.render_as_string(hide_password=True)}: "
-            "use sqlite:///<path> or postgresql://user@host/db"
-        )
-    logger.debug("warehouse engine for %s", engine.url.render_as_string(hide_password=True))
-    return engine
-
-
-def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    database = url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        # pysqlite's own implicit BEGIN skips DDL and cannot take the write lock up front; BEGIN is emitted below.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            # synchronous=NORMAL is crash-safe in WAL mode; only a power loss can drop the last commits.
-            for pragma in (f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "foreign_keys=ON", "synchronous=NORMAL"):
-                cursor.execute(f"PRAGMA {pragma}")
-            _enable_wal(cursor)
-        finally:
-            cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        mode = conn.get_execution_options().get(_SQLITE_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
-
-    return engine
-
-
-def _enable_wal(cursor) -> None:
-    """Switch the file to WAL (persistent, so usually already on).
-
-    The switch needs an exclusive lock and fails at once, without the busy handler, while another connection
-    is switching a new file at the same moment; hence the short retry.
-    """
-    for attempt in range(1, WAL_SWITCH_ATTEMPTS + 1):
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == WAL_SWITCH_ATTEMPTS:
-                raise
-            time.sleep(0.05 * attempt)
-
-
-def alembic_config(*, connection: sa.Connection | None = None, url: str | None = None) -> Config:
-    """Alembic configuration of the packaged migrations; no alembic.ini is involved.
-
-    With `connection`, migrations run on it inside the caller's transaction; otherwise on `url`
-    (or KPI_WAREHOUSE_URL / the embedded SQLite file).
-    """
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-@cache
-def head_revision() -> str:
-    """The newest migration revision shipped with the package."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
-    return head
-
-
 def client_lock_key(client_id: str) -> int:
     """The PostgreSQL advisory lock key serialising the writers of one client: a signed 64-bit integer from
     BLAKE2b of the client id, the same in every process, host and Python version (Python's `hash()` of a str is
@@ -242,194 +150,6 @@ def client_lock_key(client_id: str) -> int:
     about 2^-64; a collision would only make those two clients wait for each other."""
     digest = hashlib.blake2b(client_id.encode("utf-8"), digest_size=8, person=CLIENT_LOCK_PERSON).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _is_sqlite_locked(exc: sa.exc.OperationalError) -> bool:
-    return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
-
-
-# --- Frame checks and conversions ------------------------------------------------------------------------------
-
-
-def _is_integer(column: sa.Column) -> bool:
-    return isinstance(column.type, sa.Integer)
-
-
-def _is_number(column: sa.Column) -> bool:
-    return isinstance(column.type, sa.Numeric | sa.Float) or _is_integer(column)
-
-
-def _is_timestamp(column: sa.Column) -> bool:
-    return isinstance(column.type, sa.DateTime)
-
-
-def _is_date(column: sa.Column) -> bool:
-    return isinstance(column.type, sa.Date) and not _is_timestamp(column)
-
-
-def _describe_row(frame: pd.DataFrame, table: sa.Table, position: int) -> str:
-    row = frame.iloc[position]
-    label = frame.index[position]
-    keys = ", ".join(
-        f"{c.name}={row[c.name]!r}" for c in table.primary_key.columns if c.name in frame.columns
-    )
-    return f"row {label!r} ({keys})"
-
-
-def _first(mask: pd.Series | np.ndarray) -> int | None:
-    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
-    return int(hits[0]) if len(hits) else None
-
-
-#: Dates pandas can hold as timestamps; `_to_dates` refuses others, so its shortcut only takes dates inside.
-_TIMESTAMP_DATES = (pd.Timestamp.min.date() + timedelta(days=1), pd.Timestamp.max.date() - timedelta(days=1))
-
-
-def _numpy_kind(values: pd.Series) -> str:
-    """The numpy kind of a column ("i", "u", "f", "b", ...), or "" for a pandas extension dtype (Int64 etc.),
-    which can hold missing values whatever its kind."""
-    return values.dtype.kind if isinstance(values.dtype, np.dtype) else ""
-
-
-def _to_dates(values: pd.Series, what: str) -> pd.Series:
-    items = values.to_numpy(dtype=object)
-    if len(items) and set(map(type, items)) == {date}:
-        # Already plain dates (the collection path's case): the round trip through timestamps would give them back
-        # unchanged, so only its refusal of dates outside the timestamp range remains to be kept.
-        if _TIMESTAMP_DATES[0] <= min(items) and max(items) <= _TIMESTAMP_DATES[1]:
-            return pd.Series(items, index=values.index, dtype=object)
-    try:
-        parsed = pd.to_datetime(values, errors="raise")
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what}: not a date ({exc})") from None
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_localize(None)
-    return pd.Series(parsed.dt.date, index=values.index, dtype=object)
-
-
-def _prepare_frame(
-    frame: pd.DataFrame | None, table: sa.Table, *, name: str, client_id: str, start: date, end: date
-) -> pd.DataFrame:
-    """Check a frame against its table and the range being replaced; return it with table-typed columns.
-
-    Raises ValueError naming the first offending row: a row of another client or outside [start, end], a
-    missing or unknown column, NULL in a required column, a non-finite number, a fractional count or a
-    duplicate primary key.
-    """
-    if frame is None or len(frame) == 0:
-        return pd.DataFrame(
-            columns=[c.name for c in table.columns if c.name in getattr(frame, "columns", ())]
-        )
-    unknown = [c for c in frame.columns if c not in table.columns]
-    if unknown:
-        raise ValueError(
-            f"{name}: columns {unknown} are not in table {table.name} ({list(table.columns.keys())})"
-        )
-    missing = [c.name for c in table.columns if not c.nullable and c.name not in frame.columns]
-    if missing:
-        raise ValueError(f"{name}: required columns {missing} of table {table.name} are missing")
-    out = frame[[c.name for c in table.columns if c.name in frame.columns]].copy()
-
-    for column in table.columns:
-        if column.name not in out.columns:
-            continue
-        # A numpy integer or bool column cannot hold a missing value: no scan needed.
-        if not column.nullable and _numpy_kind(out[column.name]) not in ("i", "u", "b"):
-            position = _first(out[column.name].isna())
-            if position is not None:
-                raise ValueError(
-                    f"{name} {_describe_row(out, table, position)}: {column.name} is required, got NULL/NaN"
-                )
-
-    out["kpi_date"] = _to_dates(out["kpi_date"], f"{name}.kpi_date")
-    position = _first(out["client_id"] != client_id)
-    if position is not None:
-        raise ValueError(
-            f"{name} {_describe_row(out, table, position)}: client_id {out['client_id'].iloc[position]!r} "
-            f"is not {client_id!r}; one range write holds one client"
-        )
-    position = _first((out["kpi_date"] < start) | (out["kpi_date"] > end))
-    if position is not None:
-        raise ValueError(
-            f"{name} {_describe_row(out, table, position)}: kpi_date {out['kpi_date'].iloc[position]} "
-            f"is outside the range being replaced [{start}, {end}]"
-        )
-    position = _first(out.duplicated([c.name for c in table.primary_key.columns]))
-    if position is not None:
-        raise ValueError(f"{name} {_describe_row(out, table, position)}: duplicate primary key")
-
-    for column in table.columns:
-        if column.name not in out.columns:
-            continue
-        values = out[column.name]
-        if _is_number(column):
-            if _numpy_kind(values) in ("i", "u"):
-                # numpy integers: finite, whole and never missing; only the width may change.
-                wanted: Literal["int64", "float64"] = "int64" if _is_integer(column) else "float64"
-                if values.dtype != wanted:
-                    out[column.name] = values.astype(wanted)
-                continue
-            try:
-                numbers = values if values.dtype == "float64" else pd.to_numeric(values).astype("float64")
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{name}.{column.name}: not a number ({exc})") from None
-            position = _first(np.isinf(numbers.to_numpy()))
-            if position is not None:
-                raise ValueError(f"{name} {_describe_row(out, table, position)}: {column.name} is not finite")
-            if _is_integer(column):
-                position = _first(numbers.notna() & (numbers != numbers.round()))
-                if position is not None:
-                    raise ValueError(
-                        f"{name} {_describe_row(out, table, position)}: {column.name} "
-                        f"must be a whole number, got {numbers.iloc[position]}"
-                    )
-                out[column.name] = numbers.astype("int64" if not column.nullable else "Int64")
-            elif numbers is not values:
-                out[column.name] = numbers
-        elif _is_timestamp(column):
-            # `to_datetime(utc=True)` of an aware column is this conversion, without its per-value cache probe.
-            aware = isinstance(values.dtype, pd.DatetimeTZDtype)
-            out[column.name] = values.dt.tz_convert(UTC) if aware else pd.to_datetime(values, utc=True)
-    return out
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Plain Python values for executemany: None for NaN/NaT, int/float instead of numpy scalars."""
-    objects = frame.astype(object)
-    return objects.where(frame.notna(), None).to_dict("records")  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None, which pandas accepts
-
-
-@overload
-def _utc(value: datetime) -> datetime: ...
-@overload
-def _utc(value: None) -> None: ...
-@overload
-def _utc(value: datetime | None) -> datetime | None: ...
-def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps come back naive from SQLite (stored in UTC) and aware from PostgreSQL."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _typed_frame(rows: Sequence[Any], table: sa.Table) -> pd.DataFrame:
-    """Rows of `table` as a frame: counts int64, money and ratios float64, timestamps UTC, dates `date`."""
-    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(table.columns.keys()))
-    for column in table.columns:
-        values = frame[column.name]
-        if _is_integer(column):
-            frame[column.name] = values.astype("int64" if not column.nullable else "Int64")
-        elif _is_number(column):
-            frame[column.name] = pd.to_numeric(values).astype("float64")
-        elif _is_timestamp(column):
-            frame[column.name] = pd.to_datetime(values, utc=True)
-        elif _is_date(column):
-            frame[column.name] = values.astype(object)
-    return frame
-
-
-def _json_normalized(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def _client_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -452,7 +172,7 @@ def _client_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "currency": str(row["currency"]),
         "timezone": str(row["timezone"]),
         "active": active,
-        "settings": _json_normalized(dict(client_settings)),
+        "settings": json_normalized(dict(client_settings)),
     }
 
 
@@ -460,8 +180,8 @@ def _client_out(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["active"] = bool(out["active"])
     out["settings"] = out["settings"] or {}
-    out["created_at"] = _utc(out["created_at"])
-    out["updated_at"] = _utc(out["updated_at"])
+    out["created_at"] = utc(out["created_at"])
+    out["updated_at"] = utc(out["updated_at"])
     return out
 
 
@@ -501,7 +221,7 @@ def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str,
             "metric_type": key[1],
             "metric_category": key[2],
             "value": float(value),
-            "metadata": _json_normalized(dict(row["metadata"])),
+            "metadata": json_normalized(dict(row["metadata"])),
             "collected_at": collected_at.astimezone(UTC),
         }
     return out
@@ -587,7 +307,7 @@ class Warehouse:
         """
         with self._engine.connect() as conn:
             if not self.is_postgres:
-                conn.execution_options(**{_SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
             with conn.begin():
                 yield conn
 
@@ -647,7 +367,7 @@ class Warehouse:
                     command.upgrade(alembic_config(connection=conn), "head")
                 break
             except sa.exc.OperationalError as exc:
-                if self.is_postgres or not _is_sqlite_locked(exc) or attempt == MIGRATE_ATTEMPTS:
+                if self.is_postgres or not is_sqlite_locked(exc) or attempt == MIGRATE_ATTEMPTS:
                     raise
                 time.sleep(0.5 * attempt)
             except sa.exc.ProgrammingError as exc:
@@ -691,7 +411,7 @@ class Warehouse:
                 if old is None:
                     inserts.append({**row, "created_at": now, "updated_at": now})
                     added.append(row["client_id"])
-                elif any(_json_normalized(old[f]) != row[f] for f in CLIENT_FIELDS):
+                elif any(json_normalized(old[f]) != row[f] for f in CLIENT_FIELDS):
                     values = {f: row[f] for f in CLIENT_FIELDS}
                     conn.execute(
                         table.update()
@@ -742,7 +462,7 @@ class Warehouse:
         """
         if end < start:
             raise ValueError(f"range for client {client_id!r} ends ({end}) before it starts ({start})")
-        campaigns = _prepare_frame(
+        campaigns = prepare_frame(
             campaign_rows,
             schema.campaign_daily_kpis,
             name="campaign_rows",
@@ -750,7 +470,7 @@ class Warehouse:
             start=start,
             end=end,
         )
-        days = _prepare_frame(
+        days = prepare_frame(
             daily_totals,
             schema.client_daily_kpis,
             name="daily_totals",
@@ -784,10 +504,10 @@ class Warehouse:
     def _insert_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        if self.is_postgres and not _holds_copy_null(frame):
+        if self.is_postgres and not holds_copy_null(frame):
             self._copy_frame(conn, table, frame)
         else:
-            conn.execute(table.insert(), _records(frame))
+            conn.execute(table.insert(), records(frame))
 
     def _copy_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         """COPY the frame into `table` on the connection's own transaction (psycopg2 `copy_expert`)."""
@@ -800,7 +520,7 @@ class Warehouse:
         assert driver_connection is not None, "an open Connection has a DB-API connection"
         cursor = driver_connection.cursor()
         try:
-            cursor.copy_expert(statement, _CsvStream(frame), size=COPY_READ_SIZE)
+            cursor.copy_expert(statement, CsvStream(frame), size=COPY_READ_SIZE)
         except dbapi_error as exc:
             # Same exception types as the executemany path (e.g. sa.exc.IntegrityError), whichever path ran.
             raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi_error, dialect=conn.dialect) from exc
@@ -879,7 +599,7 @@ class Warehouse:
         totals: dict[str, Any] = {"client_id": client_id, "month": first}
         for name in settings.SUM_COLUMNS:
             column = table.c[name]
-            totals[name] = int(sums[name]) if _is_integer(column) else round(float(sums[name]), 2)
+            totals[name] = int(sums[name]) if is_integer(column) else round(float(sums[name]), 2)
         totals["ctr_pct"] = totals["clicks"] / totals["impressions"] * 100 if totals["impressions"] else None
         totals["cpc"] = round(totals["spend"] / totals["clicks"], 4) if totals["clicks"] else None
         totals["days_present"] = int(sums["days_present"])
@@ -1007,7 +727,7 @@ class Warehouse:
                 elif not force:
                     kept.append(key)
                 else:
-                    replaces = {"value": old.value, "collected_at": _utc(old.collected_at).isoformat()}
+                    replaces = {"value": old.value, "collected_at": utc(old.collected_at).isoformat()}
                     self._correct_daily_metric(
                         conn,
                         old=old,
@@ -1056,7 +776,7 @@ class Warehouse:
                 metric_category=old.metric_category,
                 old_value=old.value,
                 new_value=row["value"],
-                old_collected_at=_utc(old.collected_at),
+                old_collected_at=utc(old.collected_at),
                 new_collected_at=row["collected_at"],
                 reason=reason,
                 corrected_by=None,
@@ -1097,70 +817,4 @@ class Warehouse:
     def _read(self, query: sa.Select, table: sa.Table) -> pd.DataFrame:
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return _typed_frame(rows, table)
-
-
-class _CsvStream:
-    """A frame rendered as COPY CSV on demand, chunk by chunk, for `copy_expert`.
-
-    Rendering lazily lets the server parse one chunk while the next is formatted, instead of formatting the
-    whole frame first. Each column is turned into Python values once (`_csv_column`); the C `csv` writer then
-    renders the rows with pandas' `to_csv` conventions: floats as their shortest round-trip repr, missing values
-    as COPY_NULL, minimal quoting.
-    """
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        columns = [_csv_column(frame[name]) for name in frame.columns]
-        self._rows = zip(*columns, strict=True)
-        self._left = len(frame)
-        self._chunk = ""
-        self._position = 0
-
-    def _next_chunk(self) -> str:
-        if self._left <= 0:
-            return ""
-        count = min(COPY_CHUNK_ROWS, self._left)
-        self._left -= count
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(itertools.islice(self._rows, count))
-        return buffer.getvalue()
-
-    def read(self, size: int = -1) -> str:
-        if self._position >= len(self._chunk):
-            self._chunk = self._next_chunk()
-            self._position = 0
-        end = len(self._chunk) if size < 0 else self._position + size
-        piece = self._chunk[self._position : end]
-        self._position += len(piece)
-        return piece
-
-
-def _needs_distinct_format(values: pd.Series) -> bool:
-    if isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M":
-        return True
-    return values.dtype == object and len(values) > 0 and isinstance(values.iloc[0], date)
-
-
-def _format_distinct(values: pd.Series) -> pd.Series:
-    """ISO strings of dates / timestamps, computed once per distinct value; NaT/None stay missing."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = np.array([u.isoformat() for u in uniques] + [None], dtype=object)
-    return pd.Series(text[codes], index=values.index, dtype=object)
-
-
-def _csv_column(values: pd.Series) -> list[Any]:
-    """The column as the values the csv writer renders: Python scalars (str() of a float is its shortest
-    round-trip repr, as in `to_csv`), ISO text for dates and timestamps, COPY_NULL where a value is missing."""
-    if _needs_distinct_format(values):
-        values = _format_distinct(values)
-    missing = values.isna().to_numpy()
-    if missing.any():
-        return np.where(missing, COPY_NULL, values.to_numpy(dtype=object)).tolist()
-    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype):
-        return values.to_numpy(dtype=object).tolist()
-    return values.to_numpy().tolist()
-
-
-def _holds_copy_null(frame: pd.DataFrame) -> bool:
-    """True if a text value equals the COPY NULL marker; such frames take the executemany path instead."""
-    return any((frame[name] == COPY_NULL).any() for name in frame.columns if frame[name].dtype == object)
+        return typed_frame(rows, table)

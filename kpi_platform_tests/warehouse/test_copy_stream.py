@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kpi_platform.warehouse import schema, store
+from kpi_platform.warehouse import frames, schema
 
 
 def read_all(frame: pd.DataFrame, size: int) -> str:
-    stream = store._CsvStream(frame)
+    stream = frames.CsvStream(frame)
     pieces = []
     while piece := stream.read(size):
         pieces.append(piece)
@@ -23,17 +23,17 @@ def pandas_csv(frame: pd.DataFrame) -> str:
     """The stream as `DataFrame.to_csv` renders it (dates and timestamps as ISO text)."""
     formatted = frame.assign(
         **{
-            name: store._format_distinct(frame[name])
+            name: frames.format_distinct(frame[name])
             for name in frame.columns
-            if store._needs_distinct_format(frame[name])
+            if frames.needs_distinct_format(frame[name])
         }
     )
-    return formatted.to_csv(index=False, header=False, na_rep=store.COPY_NULL, lineterminator="\n")
+    return formatted.to_csv(index=False, header=False, na_rep=frames.COPY_NULL, lineterminator="\n")
 
 
 @pytest.fixture
 def awkward() -> pd.DataFrame:
-    rows = 2 * store.COPY_CHUNK_ROWS + 7  # several chunks, the last one short
+    rows = 2 * frames.COPY_CHUNK_ROWS + 7  # several chunks, the last one short
     names = ["a,b", 'say "hi"', "line\nbreak", "", None, "  padded ", "cr\r", "Žluťoučký – kůň"]
     floats = [1.5, np.nan, 1e16, 1e-05, 0.1 + 0.2, -0.0, 123456789.125, 3.0]
     return pd.DataFrame(
@@ -49,7 +49,7 @@ def awkward() -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("size", [1, 97, store.COPY_READ_SIZE])
+@pytest.mark.parametrize("size", [1, 97, frames.COPY_READ_SIZE])
 def test_stream_is_the_text_to_csv_renders(awkward: pd.DataFrame, size: int) -> None:
     assert read_all(awkward, size) == pandas_csv(awkward)
 
@@ -60,17 +60,17 @@ def test_stream_of_an_empty_frame_is_empty() -> None:
 
 def test_plain_dates_take_the_shortcut_unchanged_and_others_are_still_converted() -> None:
     values = pd.Series([date(2026, 3, 1), date(2026, 3, 2)], index=[5, 9])
-    out = store._to_dates(values, "x.kpi_date")
+    out = frames.to_dates(values, "x.kpi_date")
     assert out.tolist() == values.tolist() and out.index.tolist() == [5, 9] and out.dtype == object
 
     mixed = pd.Series([date(2026, 3, 1), datetime(2026, 3, 2, 13, 30)])
-    assert store._to_dates(mixed, "x.kpi_date").tolist() == [date(2026, 3, 1), date(2026, 3, 2)]
-    assert store._to_dates(pd.Series(["2026-03-01"]), "x.kpi_date").tolist() == [date(2026, 3, 1)]
+    assert frames.to_dates(mixed, "x.kpi_date").tolist() == [date(2026, 3, 1), date(2026, 3, 2)]
+    assert frames.to_dates(pd.Series(["2026-03-01"]), "x.kpi_date").tolist() == [date(2026, 3, 1)]
 
 
 def test_a_date_pandas_cannot_hold_is_still_refused() -> None:
     with pytest.raises(ValueError, match="x.kpi_date: not a date"):
-        store._to_dates(pd.Series([date(1, 1, 1)]), "x.kpi_date")
+        frames.to_dates(pd.Series([date(1, 1, 1)]), "x.kpi_date")
 
 
 def test_prepared_timestamps_are_utc_whatever_the_zone_given() -> None:
@@ -93,7 +93,7 @@ def test_prepared_timestamps_are_utc_whatever_the_zone_given() -> None:
             "run_id": ["r"],
         }
     )
-    out = store._prepare_frame(
+    out = frames.prepare_frame(
         frame,
         schema.campaign_daily_kpis,
         name="c",

@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from kpi_platform.warehouse import Warehouse, make_engine, schema
-from kpi_platform.warehouse.store import alembic_config, head_revision
+from kpi_platform.warehouse.engine import alembic_config, head_revision
 
 
 def _tables(warehouse: Warehouse) -> set[str]:

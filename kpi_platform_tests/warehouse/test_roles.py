@@ -24,6 +24,7 @@ from kpi_platform.clients import load_clients
 from kpi_platform.collect import collect_range
 from kpi_platform.defs.resources import MetaApiResource
 from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform.warehouse.engine import VERSION_TABLE, alembic_config, head_revision
 from kpi_platform.warehouse.export import export
 from kpi_platform.warehouse.readiness import open_warehouse
 from kpi_platform.warehouse.roles import (
@@ -33,13 +34,7 @@ from kpi_platform.warehouse.roles import (
     RolesError,
     ensure_roles,
 )
-from kpi_platform.warehouse.store import (
-    PG_INSUFFICIENT_PRIVILEGE,
-    VERSION_TABLE,
-    MigrationNotAllowedError,
-    alembic_config,
-    head_revision,
-)
+from kpi_platform.warehouse.store import PG_INSUFFICIENT_PRIVILEGE, MigrationNotAllowedError
 from kpi_platform_tests.support.platform import make_platform
 from kpi_platform_tests.support.postgres import admin_url, create_temp_database
 

@@ -35,7 +35,7 @@ def _main() -> None:
     if connection is not None:
         _run_on(connection)
         return
-    from kpi_platform.warehouse.store import make_engine
+    from kpi_platform.warehouse.engine import make_engine
 
     engine = make_engine(config.get_main_option("sqlalchemy.url") or settings.warehouse_url())
     try:
