@@ -20,6 +20,7 @@ from kpi_platform.operations.health.report import (
     QUEUED_RUN_STATUSES,
     RUN_QUEUE_AGE_DEGRADED_S,
     RUN_QUEUE_DAEMON,
+    RUN_QUEUE_HEARTBEAT_STALE_S,
     RUNNING_RUN_STATUSES,
     Finding,
     HealthContext,
@@ -137,8 +138,9 @@ def check_daemon(ctx: HealthContext) -> Finding:
     A daemon is alive when its latest heartbeat is at most `DAEMON_HEARTBEAT_UNHEALTHY_S` old at `now_utc`; the
     required ones follow the instance's dagster.yaml (`get_required_daemon_types`). The first rule that applies:
 
-    1. Runs are queued and the run-queue daemon is not alive: unhealthy, however young the queue, since it never
-       drains.
+    1. Runs are queued and the run-queue daemon's heartbeat is missing or older than `RUN_QUEUE_HEARTBEAT_STALE_S`
+       (5 min; that daemon's iterations are short, so Dagster's 30-minute tolerance is not needed): unhealthy,
+       however young the queue, since it never drains.
     2. The instance has never recorded any heartbeat and nothing is queued: degraded, "not running". This is the
        local instance before `kpi-platform ui` was first started (right after the quickstart) or a test instance:
        nothing is waiting yet, but no schedule or sensor fires until the daemon runs.
@@ -194,7 +196,9 @@ def check_daemon(ctx: HealthContext) -> Finding:
     n_alive = len(required) - len(down)
     alive_part = f"{n_alive}/{len(required)} daemons alive"
 
-    if queue_length and not alive(RUN_QUEUE_DAEMON):
+    queue_daemon_age = heartbeat_age(RUN_QUEUE_DAEMON)
+    queue_daemon_stale = queue_daemon_age is None or queue_daemon_age > RUN_QUEUE_HEARTBEAT_STALE_S
+    if queue_length and queue_daemon_stale:
         status, score = HealthStatus.UNHEALTHY, 0.0
         summary = f"{queue}, and no live daemon starts them ({alive_part})"
     elif required and not heartbeats:

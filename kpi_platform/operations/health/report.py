@@ -48,6 +48,11 @@ DAEMON_HEARTBEAT_UNHEALTHY_S = 30.0 + 30 * 60.0
 #: Seconds the queue's oldest run may wait before the daemon check is degraded. A collection run takes minutes, so
 #: half an hour in the queue means the run concurrency limits are saturated (a large backfill) or a slot is held.
 RUN_QUEUE_AGE_DEGRADED_S = 30 * 60.0
+#: Seconds after which runs waiting in the queue count as stuck when the run-queue daemon's heartbeat is this old.
+#: That daemon beats every 30 s and its iteration is short (a query, then launches), so Dagster's 30-minute
+#: tolerance for slow iterations does not apply: five minutes is ten missed beats, and a stopped daemon with work
+#: waiting is reported within one watchdog interval of that instead of half an hour later.
+RUN_QUEUE_HEARTBEAT_STALE_S = 5 * 60.0
 #: The daemon that starts QUEUED runs (the instance's QueuedRunCoordinator); without it the queue never drains.
 RUN_QUEUE_DAEMON = "QUEUED_RUN_COORDINATOR"
 

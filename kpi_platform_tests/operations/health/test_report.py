@@ -433,6 +433,20 @@ def test_queued_runs_without_a_live_daemon_are_unhealthy(platform):
     assert daemon_check(platform, now).status == HealthStatus.UNHEALTHY
 
 
+def test_queued_runs_are_stuck_once_the_run_queue_daemon_missed_five_minutes_of_beats(platform):
+    """The run-queue daemon is judged by RUN_QUEUE_HEARTBEAT_STALE_S when runs wait, not by Dagster's 30 minutes:
+    a stopped daemon with work queued is reported within minutes."""
+    from kpi_platform.operations.health.report import RUN_QUEUE_HEARTBEAT_STALE_S
+
+    enqueue(platform.instance)
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    beat(platform.instance, now - timedelta(seconds=RUN_QUEUE_HEARTBEAT_STALE_S - 30))
+    assert daemon_check(platform, now).status == HealthStatus.HEALTHY
+    beat(platform.instance, now - timedelta(seconds=RUN_QUEUE_HEARTBEAT_STALE_S + 30))
+    stuck = daemon_check(platform, now)
+    assert stuck.status == HealthStatus.UNHEALTHY and "no live daemon starts them" in stuck.summary
+
+
 def test_a_queue_with_a_live_daemon_is_degraded_only_when_old(platform):
     enqueue(platform.instance)
     soon = datetime.now(UTC) + timedelta(minutes=1)
