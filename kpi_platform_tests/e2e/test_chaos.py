@@ -37,9 +37,10 @@ What is expected, and why exactly that:
 * (c) Both overlapping runs succeed, one after the other, without the daemon: the warehouse's per-client lock
   serialises the writers. The other client's overlapping run has run before them or waits in the queue until
   the daemon is back (whichever the backfill created first).
-* (d) With runs queued, the daemon check calls the run-queue daemon down once its heartbeat is older than
-  `RUN_QUEUE_HEARTBEAT_STALE_S` (5 min); the test stands in for those minutes by dating the stopped daemon's last
-  heartbeats back by a minute more in its own Dagster database. The watchdog then raises `health:daemon` (CRITICAL) and nothing else: the
+* (d) The daemon check calls a daemon down when its heartbeats are older than 30.5 min (Dagster's own liveness
+  rule), or, while runs are queued, when the run-queue daemon's is older than 5 min; the queue may be empty at that
+  moment, so the test stands in for the half hour by dating the stopped daemon's last heartbeats back by it in its
+  own Dagster database. The watchdog then raises `health:daemon` (CRITICAL) and nothing else: the
   clients' recent days and the platform activity snapshots are stored before the stack starts (as the daily
   schedule and the snapshot job would have), so no other health check depends on how far the backfill has got.
   The restarted daemon writes fresh heartbeats and the next watchdog run sends "resolved".
@@ -84,7 +85,7 @@ from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.resources import MetaApiResource
 from kpi_platform.defs.run_history import failure_reason, will_be_retried, worker_death
 from kpi_platform.keys import ClientRange
-from kpi_platform.operations.health.report import RUN_QUEUE_HEARTBEAT_STALE_S
+from kpi_platform.operations.health.report import DAEMON_HEARTBEAT_UNHEALTHY_S
 from kpi_platform.operations.plans import healing_window
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
@@ -454,8 +455,8 @@ def test_backfill_survives_a_killed_worker_lost_sessions_an_overlap_and_a_stoppe
         assert early.returncode in (0, 1), early.stdout + early.stderr
         assert "alerts (health): 0 open, 0 notified, 0 resolved" in early.stderr, early.stderr
         assert len(sink.bodies(SLACK_PATH)) == sent_before
-        # Six minutes pass: the stopped daemon's last heartbeats are dated back by that much.
-        beat(instance, datetime.now(UTC) - timedelta(seconds=RUN_QUEUE_HEARTBEAT_STALE_S + 60))
+        # 30.5 minutes pass: the stopped daemon's last heartbeats are dated back by that much.
+        beat(instance, datetime.now(UTC) - timedelta(seconds=DAEMON_HEARTBEAT_UNHEALTHY_S + 60))
         first = run_watchdog(deployment.env, cwd=PROJECT_ROOT, timeout_s=min(120.0, deadline.left()))
         mark("watchdog (daemon down)")
         assert first.returncode == 2, first.stdout + first.stderr
