@@ -408,9 +408,13 @@ def build_activity_alert_sensor(
 )
 def activity_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     if not _is_snapshot_run(context.dagster_run):
-        return dg.SkipReason("not an activity snapshot run")
+        # Logged, not a SkipReason: a run-status sensor that returns one for a run while it reacts to another in
+        # the same tick fails the whole tick ("received both DagsterRunReaction and SkipReason").
+        context.log.info("not an activity snapshot run")
+        return None
     if run_history.will_be_retried(context.dagster_run):
-        return dg.SkipReason("Dagster re-runs this run (run retries); its retry alerts if it fails")
+        context.log.info("Dagster re-runs this run (run retries); its retry alerts if it fails")
+        return None
     result = sync_activity_alerts(
         context.instance, warehouse.get_warehouse(), log=context.log, now_utc=datetime.now(UTC)
     )

@@ -43,11 +43,15 @@ from kpi_platform.operations.plans import expected_keys
 def collection_failure_alert_sensor(context: dg.RunFailureSensorContext, warehouse: WarehouseResource):
     rng = run_history.run_range(context.dagster_run)
     if rng is None:
-        return dg.SkipReason("not a collection run")
+        # Logged, not a SkipReason: a run-status sensor that returns one for a run while it reacts to another in
+        # the same tick fails the whole tick ("received both DagsterRunReaction and SkipReason").
+        context.log.info("not a collection run")
+        return None
     if run_history.will_be_retried(context.dagster_run):
         # A worker that died (killed, out of memory) is re-run by Dagster within seconds; the retry alerts if it
         # fails too, the last one when no retry is left.
-        return dg.SkipReason("Dagster re-runs this run (run retries); its retry alerts if it fails")
+        context.log.info("Dagster re-runs this run (run retries); its retry alerts if it fails")
+        return None
     error, message = run_history.step_failure(context.instance, context.dagster_run.run_id)
     alert = collection_failure_alert(
         client_id=rng.client_id,
