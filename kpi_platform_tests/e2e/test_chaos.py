@@ -106,6 +106,7 @@ from kpi_platform_tests.support.chaos import (
 )
 from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.postgres import create_temp_database
+from kpi_platform_tests.support.process_logs import process_tails
 from kpi_platform_tests.support.sinks import WebhookSink, webhook_sink
 
 #: The test's own overall budget (every wait draws on it); pytest-timeout is the backstop that still lets the
@@ -154,15 +155,6 @@ def clients_yaml() -> str:
         for i, client_id in enumerate(CLIENT_IDS)
     ]
     return yaml.safe_dump({"clients": entries}, sort_keys=False)
-
-
-def process_tails(log_dir: Path, lines: int = 60) -> str:
-    """The end of every process log, for a failure message."""
-    parts = []
-    for log in sorted(log_dir.glob("*.log")):
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-        parts.append(f"--- {log.name}\n" + "\n".join(tail))
-    return "\n".join(parts)
 
 
 @dataclass

@@ -61,6 +61,7 @@ from kpi_platform.warehouse import Warehouse
 # Not from killed_run_defs: importing that module shortens the healer's cool-down in this whole process.
 from kpi_platform_tests.support.e2e_defs import E2E_DAYS
 from kpi_platform_tests.support.postgres import create_temp_database
+from kpi_platform_tests.support.process_logs import process_tails
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -320,14 +321,6 @@ def warehouse_days(warehouse: Warehouse) -> list[tuple[str, str]]:
     with warehouse.engine.connect() as conn:
         rows = conn.execute(sa.text("select client_id, kpi_date from client_daily_kpis order by 1, 2")).all()
     return [(r[0], r[1] if isinstance(r[1], str) else r[1].isoformat()) for r in rows]
-
-
-def process_tails(log_dir: Path, lines: int = 60) -> str:
-    parts = []
-    for log in sorted(log_dir.glob("*.log")):
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-        parts.append(f"--- {log.name}\n" + "\n".join(tail))
-    return "\n".join(parts)
 
 
 def healer_ranges(clients: list[Client], now: datetime) -> dict[str, ClientRange]:

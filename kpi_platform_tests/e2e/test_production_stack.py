@@ -47,6 +47,7 @@ from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.client_lock import hold_client_lock, sessions_waiting_for_client_lock
 from kpi_platform_tests.support.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
 from kpi_platform_tests.support.postgres import create_temp_database
+from kpi_platform_tests.support.process_logs import process_tails
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -71,15 +72,6 @@ def clients_yaml() -> str:
         for i, client_id in enumerate(CLIENT_IDS)
     ]
     return yaml.safe_dump({"clients": entries}, sort_keys=False)
-
-
-def process_tails(log_dir: Path, lines: int = 40) -> str:
-    """The end of every process log, for a failure message."""
-    parts = []
-    for log in sorted(log_dir.glob("*.log")):
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-        parts.append(f"--- {log.name}\n" + "\n".join(tail))
-    return "\n".join(parts)
 
 
 @dataclass
