@@ -106,6 +106,12 @@ client_daily_kpis = sa.Table(
     # 'idle' is a collected day without delivery; a missing row means the day was never collected.
     sa.Column("delivery", sa.String(16), nullable=False),
     sa.Column("quality_score", sa.Float(), nullable=True),
+    sa.Column(
+        "quality_issues",
+        sa.JSON(),
+        nullable=True,
+        comment="Names of the day's failed quality checks (empty list: none); NULL when not recorded.",
+    ),
     sa.Column("source", sa.String(16), nullable=False),
     sa.Column("fetched_at", _timestamp(), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
