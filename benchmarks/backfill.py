@@ -341,7 +341,7 @@ PROFILE_AREAS: tuple[tuple[str, str, str], ...] = (
     ("parse_insights_rows", "meta/parse.py", "parse_insights_rows"),
     ("build_daily_totals", "kpi_platform/collect.py", "build_daily_totals"),
     ("contract validation (pandera)", "kpi_platform/collect.py", "validate_contract"),
-    ("quality_scores", "quality/rules.py", "quality_scores"),
+    ("quality score and issues", "quality/rules.py", "assess_quality"),
     ("replace_client_range (checks + write)", "warehouse/store.py", "replace_client_range"),
     ("  prepare_frame (checks)", "warehouse/frames.py", "prepare_frame"),
     ("  _insert_frame (COPY / executemany)", "warehouse/store.py", "_insert_frame"),

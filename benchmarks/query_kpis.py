@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -80,8 +80,13 @@ def _day_frame(clients: list[dict], days: pd.DatetimeIndex, rng: np.random.Gener
             "campaign_count": np.where(idle, 0, rng.integers(1, 12, size)),
             "delivery": np.where(idle, "idle", "delivered"),
             "quality_score": np.round(rng.uniform(60, 100, size), 1),
+            # About one day in twenty with a failed check, as JSON text (the COPY stream's form).
+            "quality_issues": np.where(rng.random(size) < 0.05, '["no_anomalies"]', "[]"),
             "source": settings.SOURCE_SIMULATOR,
-            "fetched_at": datetime.now(UTC).isoformat(),
+            # Each day fetched the morning after it, so fetch times differ by day as they do in production.
+            "fetched_at": np.tile(
+                (days + pd.Timedelta(hours=30)).strftime("%Y-%m-%dT%H:%M:%S+00:00"), len(clients)
+            ),
             "run_id": "benchmark",
         }
     )

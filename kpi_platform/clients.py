@@ -10,6 +10,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,9 +24,11 @@ if TYPE_CHECKING:
 
 CLIENT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 AD_ACCOUNT_RE = re.compile(r"^act_[0-9]{1,20}$")
-_CLIENT_FIELDS = {"id", "name", "ad_account_id", "currency", "timezone", "active", "settings"}
+_CLIENT_FIELDS = {"id", "name", "ad_account_id", "currency", "timezone", "active", "start_date", "settings"}
 #: The fields of a warehouse `clients` row that the registry owns (Client.to_row).
 _ROW_FIELDS = ("client_id", "name", "ad_account_id", "currency", "timezone", "active", "settings")
+#: The key of the warehouse row's `settings` JSON that carries `Client.start_date` (the table has no column for it).
+START_DATE_KEY = "start_date"
 _SETTINGS_FIELDS = {
     "lookback_days",
     "completeness_target",
@@ -35,9 +38,20 @@ _SETTINGS_FIELDS = {
     "ctr_pct_max",
     "cpc_min",
     "cpc_max",
+    "min_daily_spend",
     "max_daily_spend",
+    "min_daily_clicks",
     "max_daily_clicks",
+    "max_conversion_rate_pct",
+    "quality_score_target",
 }
+#: The quality-score limits, each pair (minimum, maximum); money in the client's currency.
+_LIMIT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("min_daily_spend", "max_daily_spend"),
+    ("min_daily_clicks", "max_daily_clicks"),
+    ("ctr_pct_min", "ctr_pct_max"),
+    ("cpc_min", "cpc_max"),
+)
 
 
 class ClientConfigError(ValueError):
@@ -55,12 +69,20 @@ class ClientSettings:
     #: Local hour from which yesterday's data must be stored: the freshness check's deadline and the last day
     #: of the completeness window.
     freshness_deadline_hour: int = settings.FRESHNESS_DEADLINE_HOUR
+    # The quality score's limits for a delivered day (`quality.rules.Thresholds`): spend and CPC in the client's
+    # currency. Spend must also be above 0.
     ctr_pct_min: float = 0.1
     ctr_pct_max: float = 10.0
     cpc_min: float = 0.10
     cpc_max: float = 50.0
-    max_daily_spend: float | None = None
-    max_daily_clicks: int | None = None
+    max_daily_spend: float = 10_000.0
+    max_daily_clicks: int = 100_000
+    min_daily_spend: float = 0.0
+    min_daily_clicks: int = 0
+    #: Conversions above this share of the clicks are suspicious (listed among the day's issues, not scored).
+    max_conversion_rate_pct: float = 10.0
+    #: The client's average quality score over 30 days must be above this (`quality_score_acceptable`).
+    quality_score_target: float = settings.DEFAULT_QUALITY_SCORE_TARGET
 
 
 @dataclass(frozen=True)
@@ -74,9 +96,15 @@ class Client:
     timezone: str
     active: bool = True
     settings: ClientSettings = field(default_factory=ClientSettings)
+    #: First day of the client's history: completeness and gap healing cover it up to the due day. None: the first
+    #: day collected for the client (see `quality.history`).
+    start_date: date | None = None
 
     def to_row(self) -> dict[str, Any]:
-        """The row stored in the warehouse `clients` table."""
+        """The row stored in the warehouse `clients` table; `start_date` rides in its `settings` JSON."""
+        stored = asdict(self.settings)
+        if self.start_date is not None:
+            stored[START_DATE_KEY] = self.start_date.isoformat()
         return {
             "client_id": self.id,
             "name": self.name,
@@ -84,11 +112,14 @@ class Client:
             "currency": self.currency,
             "timezone": self.timezone,
             "active": self.active,
-            "settings": asdict(self.settings),
+            "settings": stored,
         }
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Client:
+        # Rows stored before the spend and clicks limits had defaults hold None for them: the default applies.
+        stored = {k: v for k, v in (row.get("settings") or {}).items() if v is not None}
+        start = stored.pop(START_DATE_KEY, None)
         return cls(
             id=row["client_id"],
             name=row["name"],
@@ -96,7 +127,8 @@ class Client:
             currency=row["currency"],
             timezone=row["timezone"],
             active=bool(row["active"]),
-            settings=ClientSettings(**(row.get("settings") or {})),
+            settings=ClientSettings(**stored),
+            start_date=date.fromisoformat(start) if start else None,
         )
 
 
@@ -134,12 +166,60 @@ def _parse_settings(where: str, raw: Any) -> ClientSettings:
             "settings.freshness_deadline_hour",
             f"must be a whole hour 0-23 (local time of the client's timezone), got {deadline!r}",
         )
+    for low, high in _LIMIT_PAIRS:
+        for key in (low, high):
+            if key in values and values[key] < 0:
+                raise _fail(where, f"settings.{key}", f"must not be negative, got {values[key]!r}")
+    for key in ("min_daily_clicks", "max_daily_clicks"):
+        if key in values:
+            if not float(values[key]).is_integer():
+                raise _fail(
+                    where, f"settings.{key}", f"must be a whole number of clicks, got {values[key]!r}"
+                )
+            values[key] = int(values[key])
+    rate = values.get("max_conversion_rate_pct")
+    if rate is not None and not 0 < rate <= 100:
+        raise _fail(
+            where, "settings.max_conversion_rate_pct", f"must be a percentage in (0, 100], got {rate!r}"
+        )
+    target = values.get("quality_score_target")
+    if target is not None and not 0 <= target < 100:
+        raise _fail(
+            where,
+            "settings.quality_score_target",
+            f"must be a score in [0, 100) (the 30-day average must be above it), got {target!r}",
+        )
     merged = ClientSettings(**values)
-    if merged.ctr_pct_min >= merged.ctr_pct_max:
-        raise _fail(where, "settings.ctr_pct_min", "must be below ctr_pct_max")
-    if merged.cpc_min >= merged.cpc_max:
-        raise _fail(where, "settings.cpc_min", "must be below cpc_max")
+    for low, high in _LIMIT_PAIRS:
+        if getattr(merged, low) >= getattr(merged, high):
+            raise _fail(
+                where,
+                f"settings.{low}",
+                f"must be below {high} ({getattr(merged, low)!r} is not below {getattr(merged, high)!r})",
+            )
     return merged
+
+
+def _parse_start_date(where: str, raw: Any) -> date | None:
+    """A calendar day (YAML `2025-03-01`, or the same as a quoted string), not before the first daily partition."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = date.fromisoformat(raw.strip())
+        except ValueError:
+            raise _fail(where, "start_date", f"{raw!r} is not a date; write it as YYYY-MM-DD") from None
+    if isinstance(raw, datetime) or not isinstance(raw, date):
+        raise _fail(where, "start_date", f"must be a date written as YYYY-MM-DD, got {raw!r}")
+    first = date.fromisoformat(settings.PARTITIONS_START_DATE)
+    if raw < first:
+        raise _fail(
+            where,
+            "start_date",
+            f"{raw.isoformat()} is before the first daily partition, {first.isoformat()}: days before it cannot "
+            f"be collected; use {first.isoformat()} or later",
+        )
+    return raw
 
 
 def parse_clients(document: Any) -> list[Client]:
@@ -197,6 +277,7 @@ def parse_clients(document: Any) -> list[Client]:
                 timezone=entry["timezone"],
                 active=active,
                 settings=_parse_settings(where, entry.get("settings")),
+                start_date=_parse_start_date(where, entry.get("start_date")),
             )
         )
     return clients

@@ -9,14 +9,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.meta.client import InsightsFetch, InsightsSource
+from kpi_platform.meta.errors import act_id
 from kpi_platform.meta.parse import CAMPAIGN_COLUMNS, ParseError, fits_bigint, parse_insights_rows
-from kpi_platform.quality.rules import Thresholds, quality_scores
+from kpi_platform.quality.rules import Thresholds, assess_quality
 from kpi_platform.quality.schemas import FAILURE_COLUMNS, ContractViolation, validate_collection
 from kpi_platform.warehouse import Warehouse
 
@@ -49,15 +51,26 @@ def validate_contract(
 
 
 def client_thresholds(client: Client) -> Thresholds:
+    """The client's quality-score limits from its clients.yaml settings (money in its currency)."""
     s = client.settings
     return Thresholds(
+        min_daily_spend=s.min_daily_spend,
+        max_daily_spend=s.max_daily_spend,
+        min_daily_clicks=s.min_daily_clicks,
+        max_daily_clicks=s.max_daily_clicks,
         ctr_pct_min=s.ctr_pct_min,
         ctr_pct_max=s.ctr_pct_max,
         cpc_min=s.cpc_min,
         cpc_max=s.cpc_max,
-        max_daily_spend=s.max_daily_spend,
-        max_daily_clicks=s.max_daily_clicks,
+        max_conversion_rate_pct=s.max_conversion_rate_pct,
     )
+
+
+def score_days(totals: pd.DataFrame, client: Client) -> pd.DataFrame:
+    """`totals` with each day's `quality_score` (NaN for an idle day, which is not scored) and `quality_issues`
+    (the failed checks' texts, an empty list for none), against the client's thresholds."""
+    assessment = assess_quality(totals, {client.id: client_thresholds(client)})
+    return totals.assign(quality_score=assessment.scores.astype("float64"), quality_issues=assessment.issues)
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,16 @@ class CollectionResult:
     throttle_wait_s: float
     fetch_seconds: float
     write_seconds: float
-    quality_score_mean: float
+    #: Mean score of the scored days (None when every day was idle) and how many they were.
+    quality_score_mean: float | None
+    scored_days: int
+    #: Days with at least one quality issue (consistency rules included).
+    days_with_issues: int
+    #: The ad account called, the highest Meta usage figure (percent of a rate limit) its responses reported, and
+    #: the seconds its calls were paced because of it (meta/pacing.py).
+    ad_account_id: str = ""
+    max_usage_pct: float = 0.0
+    paced_s: float = 0.0
 
 
 def date_range(start: date, end: date) -> list[date]:
@@ -165,7 +187,8 @@ def prepare_range(
     now: datetime | None = None,
 ) -> PreparedRange:
     """Fetch, parse, validate and score one client × [start, end]; raises ContractViolation (with every
-    failure) before anything is stored. Each client-day gets its quality score (0-100, per-client thresholds)."""
+    failure) before anything is stored. Each client-day gets its quality score (0-100, per-client thresholds;
+    NaN for an idle day) and its issues list (`score_days`)."""
     if end < start:
         raise ValueError(f"collection range for '{client.id}' ends ({end}) before it starts ({start})")
     fetched_at = now or datetime.now(UTC)
@@ -191,7 +214,7 @@ def prepare_range(
     )
     if validate is not None:
         validate(campaigns, totals, client, start, end)
-    totals["quality_score"] = quality_scores(totals, {client.id: client_thresholds(client)}).astype("float64")
+    totals = score_days(totals, client)
     stamp: dict[str, str | datetime] = {"source": fetch.source, "fetched_at": fetched_at, "run_id": run_id}
     campaigns = campaigns.assign(**stamp)[[*CAMPAIGN_COLUMNS, *stamp]]
     totals = totals.assign(**stamp)
@@ -201,6 +224,7 @@ def prepare_range(
 def store_range(prepared: PreparedRange, *, warehouse: Warehouse) -> CollectionResult:
     """Replace the client × range in the warehouse with the prepared rows, in one transaction."""
     client, totals, fetch = prepared.client, prepared.totals, prepared.fetch
+    scores = totals["quality_score"]
     stats = warehouse.replace_client_range(
         client_id=client.id,
         start=prepared.start,
@@ -224,8 +248,38 @@ def store_range(prepared: PreparedRange, *, warehouse: Warehouse) -> CollectionR
         throttle_wait_s=fetch.throttle_wait_s,
         fetch_seconds=prepared.fetch_seconds,
         write_seconds=stats.seconds,
-        quality_score_mean=round(float(totals["quality_score"].mean()), 2) if len(totals) else 100.0,
+        quality_score_mean=round(float(scores.mean()), 2) if scores.notna().any() else None,
+        scored_days=int(scores.notna().sum()),
+        days_with_issues=int(totals["quality_issues"].map(bool).sum()),
+        ad_account_id=act_id(client.ad_account_id),
+        max_usage_pct=fetch.max_usage_pct,
+        paced_s=fetch.paced_s,
     )
+
+
+#: What `day_figures` reports of each day, in this order (`campaign_rows`: the day's campaign rows).
+DAY_FIGURE_FIELDS: tuple[str, ...] = (
+    "client_id",
+    "kpi_date",
+    "currency",
+    "source",
+    "delivery",
+    "campaign_rows",
+    *settings.SUM_COLUMNS,
+    "ctr_pct",
+    "cpc",
+    "quality_score",
+    "issues",
+)
+
+
+def day_figures(prepared: PreparedRange) -> list[dict[str, Any]]:
+    """Each day's own figures, one dict per day of the range (DAY_FIGURE_FIELDS), from the totals already in
+    memory: no query. Plain Python values; None where a value is undefined (a ratio without its denominator,
+    the score of an idle day) or was not recorded (issues)."""
+    totals = prepared.totals.rename(columns={"campaign_count": "campaign_rows", "quality_issues": "issues"})
+    chosen = totals.reindex(columns=list(DAY_FIGURE_FIELDS))
+    return chosen.astype(object).where(chosen.notna(), None).to_dict("records")  # type: ignore[call-overload]  # pandas-stubs 2.x: `other` lacks None, which pandas accepts
 
 
 def collect_range(

@@ -15,7 +15,7 @@ from kpi_platform.defs.activity import (
     activity_snapshot_job,
     activity_snapshot_schedule,
 )
-from kpi_platform.defs.alerting import ALERT_SENSORS
+from kpi_platform.defs.alerting import ALERT_ASSETS, ALERT_SENSORS
 from kpi_platform.defs.collection import (
     build_gap_healing_sensor,
     client_daily_kpis,
@@ -23,6 +23,7 @@ from kpi_platform.defs.collection import (
     daily_collection_job,
     daily_collection_schedule,
 )
+from kpi_platform.defs.forecasts import kpi_forecasts, kpi_forecasts_job, kpi_forecasts_schedule
 from kpi_platform.defs.health import HEALTH_JOBS, HEALTH_SCHEDULES, build_health_report_asset
 from kpi_platform.defs.monthly import (
     client_monthly_summary,
@@ -60,19 +61,20 @@ def build_defs(
     gap_healing_sensor = build_gap_healing_sensor(
         minimum_interval_seconds=gap_healing_interval_s, horizon_days=healing_horizon_days
     )
-    assets = [client_daily_kpis, client_monthly_summary, *ACTIVITY_ASSETS]
+    assets = [client_daily_kpis, client_monthly_summary, kpi_forecasts, *ACTIVITY_ASSETS]
     asset_checks = [warehouse_checks, *ACTIVITY_CHECKS]
     # The health report judges exactly the checks assembled here (in-asset ones included).
     check_keys = [key for definition in (*assets, *asset_checks) for key in definition.check_keys]
     return dg.Definitions(
         # `kpi_warehouse` is external (never materialized): it only carries the warehouse-wide checks.
-        assets=[*assets, kpi_warehouse, build_health_report_asset(check_keys)],
+        assets=[*assets, kpi_warehouse, *ALERT_ASSETS, build_health_report_asset(check_keys)],
         asset_checks=asset_checks,
         jobs=[
             daily_collection_job,
             monthly_summary_job,
             warehouse_checks_job,
             activity_snapshot_job,
+            kpi_forecasts_job,
             *HEALTH_JOBS,
         ],
         schedules=[
@@ -80,6 +82,7 @@ def build_defs(
             month_finalizing_schedule,
             warehouse_checks_schedule,
             activity_snapshot_schedule,
+            kpi_forecasts_schedule,
             *HEALTH_SCHEDULES,
         ],
         sensors=[

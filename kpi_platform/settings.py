@@ -125,10 +125,17 @@ DEFAULT_LOOKBACK_DAYS = 28
 #: A month's summary is `final` this many days after the month ends, `provisional` before.
 MONTH_FINAL_AFTER_DAYS = 28
 DEFAULT_COMPLETENESS_TARGET = 0.995
+#: A client's average quality score over 30 days must be above this (the roadmap's target; `quality_score_target`).
+DEFAULT_QUALITY_SCORE_TARGET = 95.0
 QUICKSTART_DAYS = 90
-#: Gap healing looks this many days back, and requests at most this many runs per sensor tick.
+#: Gap healing judges the last this many days by Dagster's partition statuses (missing, failed, in progress), and
+#: requests at most this many runs per sensor tick, the most recent ranges first.
 HEALING_HORIZON_DAYS = 90
 HEALING_MAX_RUNS_PER_TICK = 20
+#: Older days of a client's history (from its `start_date` in clients.yaml, else its first collected day) are healed
+#: when the warehouse has no row for them: at most this many such client-days per tick, newest first (about three
+#: years of one client, or a week of 150), so the oldest gaps come last and a tick's work stays bounded.
+HEALING_HISTORY_DAYS_PER_TICK = 1000
 #: Local hour (client timezone) from which yesterday's data must be stored: the freshness check fails after it and
 #: the completeness window ends on yesterday from then on (the day before until then). Default of the per-client
 #: `freshness_deadline_hour` in clients.yaml; collection runs at 06:00 local by default, so 9 leaves three hours.
@@ -142,13 +149,16 @@ CLIENT_TAG = "kpi/client"
 META_API_POOL = "meta_api"
 SOURCE_SIMULATOR = "simulator"
 SOURCE_META = "meta_api"
+#: `source` of forecast rows in query results and exports: never stored in the fact tables (see forecast.py).
+SOURCE_FORECAST = "forecast"
 
 # --- Platform activity ------------------------------------------------------------------------------------------
 
-#: Category of the agency's own platform activity in `daily_metrics`.
-ACTIVITY_CATEGORY = "platform"
-#: Totals count rows existing at snapshot time created before the day's end; `*_created` those created that day.
-ACTIVITY_METRIC_TYPES: tuple[str, ...] = (
+#: `metric_type` of the agency's own platform activity in `daily_metrics`: the kind of figure, a count of rows.
+ACTIVITY_METRIC_TYPE = "count"
+#: The built-in activity metrics (`metric_category` in `daily_metrics`): totals count rows existing at snapshot
+#: time created before the day's end; `*_created` those created that day.
+ACTIVITY_METRICS: tuple[str, ...] = (
     "users_total",
     "posts_total",
     "comments_total",
@@ -165,6 +175,14 @@ MAX_QUERY_DAYS = 366
 BREAKER_FAIL_MAX = 5
 BREAKER_RESET_TIMEOUT_S = 900
 BREAKER_API_NAME = "meta_api"
+
+#: Pacing from Meta's usage headers (meta/pacing.py), shared by all runs through the warehouse table `api_pacing`:
+#: below the threshold (percent of any usage figure) calls go out at once; above it each call of the account waits
+#: in proportion, up to the cap; at 100 % it waits Meta's `estimated_time_to_regain_access`.
+PACING_THRESHOLD_PCT = 75.0
+PACING_MAX_DELAY_S = 60.0
+#: The `api_pacing` key of the app-wide figures (X-App-Usage, `app_id_util_pct`); ad accounts use `act_<id>`.
+PACING_APP_KEY = "app"
 
 #: Default names of the warehouse roles on PostgreSQL: owner (owns the tables, runs migrations), writer (runs),
 #: reader (exports, queries). `kpi-platform db roles --owner/--writer/--reader` names others.
@@ -190,6 +208,10 @@ ENV_APP_DB_URL = "KPI_APP_DB_URL"
 ENV_DATA_DIR = "KPI_DATA_DIR"
 ENV_CLIENTS_FILE = "KPI_CLIENTS_FILE"
 ENV_SIMULATOR_FAULTS = "KPI_SIMULATOR_FAULTS"
+#: Usage percentage (0 < x < 100) above which Meta API calls are paced; default PACING_THRESHOLD_PCT.
+ENV_PACING_THRESHOLD_PCT = "KPI_META_PACING_THRESHOLD_PCT"
+#: Longest proportional pacing delay in seconds (> 0), reached just below 100 %; default PACING_MAX_DELAY_S.
+ENV_PACING_MAX_DELAY_S = "KPI_META_PACING_MAX_DELAY_S"
 ENV_REQUIRE_POSTGRES = "KPI_REQUIRE_POSTGRES"
 ENV_TEST_PG_URL = "KPI_TEST_POSTGRES_URL"
 
@@ -305,3 +327,37 @@ def missing_client_escalation_hours(environ: Mapping[str, str] | None = None) ->
     if not math.isfinite(hours) or hours < 0:
         raise ValueError(f"{ENV_MISSING_CLIENT_ESCALATION_HOURS}: {raw!r} is not a number of hours >= 0")
     return hours
+
+
+def pacing_threshold_pct(environ: Mapping[str, str] | None = None) -> float:
+    """KPI_META_PACING_THRESHOLD_PCT (a percentage strictly between 0 and 100), default 75; ValueError naming the
+    variable."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(ENV_PACING_THRESHOLD_PCT) or "").strip()
+    if not raw:
+        return PACING_THRESHOLD_PCT
+    value = _float_or_nan(raw)
+    if not 0 < value < 100:
+        raise ValueError(
+            f"{ENV_PACING_THRESHOLD_PCT}: {raw!r} is not a percentage between 0 and 100 (exclusive)"
+        )
+    return value
+
+
+def pacing_max_delay_s(environ: Mapping[str, str] | None = None) -> float:
+    """KPI_META_PACING_MAX_DELAY_S (seconds > 0), default 60; ValueError naming the variable."""
+    env = os.environ if environ is None else environ
+    raw = (env.get(ENV_PACING_MAX_DELAY_S) or "").strip()
+    if not raw:
+        return PACING_MAX_DELAY_S
+    value = _float_or_nan(raw)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{ENV_PACING_MAX_DELAY_S}: {raw!r} is not a number of seconds > 0")
+    return value
+
+
+def _float_or_nan(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return math.nan

@@ -181,6 +181,19 @@ def test_a_dead_run_worker_never_keeps_its_slots(path):
     assert retries["max_retries"] >= 1
 
 
+@pytest.mark.parametrize("path", ["dagster.yaml", "deploy/dagster.yaml"])
+def test_every_run_has_a_time_bound_the_daemon_enforces(path):
+    """Collection runs carry `dagster/max_runtime` scaled to their range (operations/plans.py); the instance bounds
+    every other run by the same cap, and its daemon looks often enough for the shortest bound to hold."""
+    from kpi_platform.operations.plans import MAX_RUNTIME_CAP_S, max_runtime_seconds
+
+    monitoring = yaml.safe_load((ROOT / path).read_text(encoding="utf-8"))["run_monitoring"]
+    assert monitoring["enabled"] is True
+    assert monitoring["max_runtime_seconds"] == MAX_RUNTIME_CAP_S
+    # A one-day run is ended within a few percent of its bound.
+    assert monitoring["poll_interval_seconds"] <= max_runtime_seconds(1) / 30
+
+
 def test_both_instances_monitor_runs_alike():
     embedded = yaml.safe_load((ROOT / "dagster.yaml").read_text(encoding="utf-8"))
     production = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text(encoding="utf-8"))

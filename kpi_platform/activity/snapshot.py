@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from kpi_platform import settings
-from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
+from kpi_platform.activity.metrics import COUNT, totals_pairs
 from kpi_platform.activity.source import ActivityCounts, end_of_day
 
 #: A day's snapshot is due this long after the day ends (UTC): the schedule takes it at 00:30, and the rest
@@ -36,8 +36,9 @@ def is_late(day: date, taken_at: datetime) -> bool:
 
 
 def snapshot_rows(counts: ActivityCounts, *, run_id: str | None = None) -> list[dict[str, Any]]:
-    """One `daily_metrics` row per day × metric; metadata records the source (no password), when it was read,
-    how long after the day's end (`hours_after_day_end`) and whether that was after the day was due (`late`)."""
+    """One `daily_metrics` row per day × metric (metric_type `count`, metric_category the metric); metadata
+    records the source (no password), when it was read, how long after the day's end (`hours_after_day_end`) and
+    whether that was after the day was due (`late`)."""
     common = {"source": counts.source, "taken_at": counts.taken_at.isoformat()}
     if run_id:
         common["run_id"] = run_id
@@ -52,13 +53,13 @@ def snapshot_rows(counts: ActivityCounts, *, run_id: str | None = None) -> list[
         rows += [
             {
                 "metric_date": day.day,
-                "metric_type": metric_type,
-                "metric_category": CATEGORY,
-                "value": float(value),
+                "metric_type": COUNT,
+                "metric_category": metric,
+                "value": value,
                 "metadata": dict(metadata),
-                "collected_at": counts.taken_at,
+                "collection_timestamp": counts.taken_at,
             }
-            for metric_type, value in day.values.items()
+            for metric, value in day.values.items()
         ]
     return rows
 
@@ -84,22 +85,24 @@ def describe_days(days: Iterable[date]) -> str:
 
 
 def _values(stored: pd.DataFrame) -> dict[tuple[date, str], float]:
-    rows = stored[stored["metric_category"] == CATEGORY]
+    """Stored counts by (day, metric)."""
+    rows = stored[stored["metric_type"] == COUNT]
     return {
-        (d, t): float(v)
-        for d, t, v in zip(rows["metric_date"], rows["metric_type"], rows["value"], strict=True)
+        (d, m): float(v)
+        for d, m, v in zip(rows["metric_date"], rows["metric_category"], rows["value"], strict=True)
     }
 
 
 def missing_metrics(
-    stored: pd.DataFrame, *, start: date, end: date, types: Iterable[str] = settings.ACTIVITY_METRIC_TYPES
+    stored: pd.DataFrame, *, start: date, end: date, metrics: Iterable[str] = settings.ACTIVITY_METRICS
 ) -> dict[date, list[str]]:
-    """Days in [start, end] lacking one or more of `types` (day → missing types); empty when complete."""
+    """Days in [start, end] lacking one or more of `metrics` (day → missing metrics); empty when complete."""
     values = _values(stored)
+    wanted = list(metrics)
     missing: dict[date, list[str]] = {}
     day = start
     while day <= end:
-        absent = [t for t in types if (day, t) not in values]
+        absent = [m for m in wanted if (day, m) not in values]
         if absent:
             missing[day] = absent
         day += timedelta(days=1)
@@ -116,8 +119,8 @@ class TotalsMismatch:
     """
 
     day: date
-    total_type: str
-    created_type: str
+    total_metric: str
+    created_metric: str
     previous_total: int
     total: int
     created: int
@@ -129,7 +132,7 @@ class TotalsMismatch:
     def as_dict(self) -> dict[str, Any]:
         return {
             "day": self.day.isoformat(),
-            "metric": self.total_type,
+            "metric": self.total_metric,
             "previous_total": self.previous_total,
             "total": self.total,
             "created": self.created,
@@ -140,20 +143,20 @@ class TotalsMismatch:
 def totals_mismatches(stored: pd.DataFrame, *, start: date, end: date) -> list[TotalsMismatch]:
     """Days in [start, end] whose totals do not follow from the previous day's plus the day's creations.
 
-    Only pairs of stored days are compared; a missing day is the other check's business.
+    Every stored (`<subject>_total`, `<subject>_created`) pair is compared; only pairs of stored days are, a
+    missing day is the other check's business.
     """
     values = _values(stored)
+    pairs = totals_pairs({metric for _, metric in values})
     found: list[TotalsMismatch] = []
     day = start
     while day <= end:
-        for _, total_type, created_type in TABLE_METRICS:
-            if created_type is None:
-                continue
-            keys = ((day - timedelta(days=1), total_type), (day, total_type), (day, created_type))
+        for total_metric, created_metric in pairs:
+            keys = ((day - timedelta(days=1), total_metric), (day, total_metric), (day, created_metric))
             if not all(k in values for k in keys):
                 continue
             previous, total, created = (int(values[k]) for k in keys)
             if total - previous != created:
-                found.append(TotalsMismatch(day, total_type, created_type, previous, total, created))
+                found.append(TotalsMismatch(day, total_metric, created_metric, previous, total, created))
         day += timedelta(days=1)
     return found

@@ -7,6 +7,7 @@ are rows still existing with created_at before that day's end. That is why store
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kpi_platform.activity.metrics import TABLE_METRICS
+from kpi_platform import settings
+from kpi_platform.activity.metrics import SUBJECT_TABLES, TOTAL, Collector, collector_of
 
 logger = logging.getLogger(__name__)
 
-APP_TABLES: tuple[str, ...] = tuple(table for table, _, _ in TABLE_METRICS)
+APP_TABLES: tuple[str, ...] = tuple(SUBJECT_TABLES.values())
 
 
 class AppDatabaseError(RuntimeError):
@@ -27,7 +29,7 @@ class AppDatabaseError(RuntimeError):
 
 @dataclass(frozen=True)
 class DayActivity:
-    """Metric values of one UTC day (metric type → count), as counted at `ActivityCounts.taken_at`."""
+    """Metric values of one UTC day (metric → count), as counted at `ActivityCounts.taken_at`."""
 
     day: date
     values: dict[str, int]
@@ -91,7 +93,7 @@ class AppDatabase:
     def dispose(self) -> None:
         self._engine.dispose()
 
-    def _check_reachable(self) -> None:
+    def _check_reachable(self, tables: Sequence[str]) -> None:
         database = self._engine.url.database or ""
         if (
             self._engine.dialect.name == "sqlite"
@@ -105,58 +107,72 @@ class AppDatabase:
             )
         with self._engine.connect() as conn:
             existing = set(sa.inspect(conn).get_table_names())
-            missing = [t for t in APP_TABLES if t not in existing]
+            missing = [t for t in tables if t not in existing]
             if missing:
                 raise AppDatabaseError(
                     f"application database {self.url_for_display} lacks table(s) {missing}; expected "
-                    f"{list(APP_TABLES)}, each with a created_at column"
+                    f"{list(tables)}, each with a created_at column"
                 )
-            for table in APP_TABLES:
+            for table in tables:
                 columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
                 if "created_at" not in columns:
                     raise AppDatabaseError(
                         f"application database {self.url_for_display}: table {table} has no created_at column"
                     )
 
-    def count_days(self, *, start: date, end: date, now: datetime | None = None) -> ActivityCounts:
-        """Metric values of every UTC day in [start, end], counted from the rows existing now.
+    def count_days(
+        self,
+        *,
+        start: date,
+        end: date,
+        now: datetime | None = None,
+        metrics: Sequence[str] = settings.ACTIVITY_METRICS,
+    ) -> ActivityCounts:
+        """Values of `metrics` for every UTC day in [start, end], counted from the rows existing now.
 
         `*_created` counts rows with created_at in day d; totals count rows with created_at before the end of d.
-        Raises ValueError for an empty range or a day that has not ended yet (its counts would not be final),
+        Only the tables the metrics count are read. Raises ValueError for an empty range, a day that has not
+        ended yet (its counts would not be final) or a metric no collector counts (`metrics.collector_of`),
         AppDatabaseError when the database or a table is missing. Rows without created_at are not counted.
         """
         taken_at = (now or datetime.now(UTC)).astimezone(UTC)
+        collectors: list[Collector] = []
+        for metric in metrics:
+            collector = collector_of(metric)
+            if collector is None:
+                raise ValueError(f"no collector counts activity metric {metric!r}")
+            collectors.append(collector)
+        if not collectors:
+            raise ValueError("no activity metric to count")
+        tables = tuple(dict.fromkeys(c.table for c in collectors))
         if end < start:
             raise ValueError(f"activity range ends ({end}) before it starts ({start})")
         if end_of_day(end) > taken_at:
             raise ValueError(
                 f"day {end} has not ended yet (UTC, now {taken_at:%Y-%m-%d %H:%M}); a snapshot of it would not be final"
             )
-        self._check_reachable()
-        per_table = self._created_per_day(end=end)
-        running = {
-            table: sum(n for day, n in per_table[table].items() if day < start) for table in APP_TABLES
-        }
+        self._check_reachable(tables)
+        per_table = self._created_per_day(end=end, tables=tables)
+        running = {table: sum(n for day, n in per_table[table].items() if day < start) for table in tables}
         days: list[DayActivity] = []
         day = start
         while day <= end:
-            values: dict[str, int] = {}
-            for table, total_type, created_type in TABLE_METRICS:
-                created = per_table[table].get(day, 0)
-                running[table] += created
-                values[total_type] = running[table]
-                if created_type is not None:
-                    values[created_type] = created
+            for table in tables:
+                running[table] += per_table[table].get(day, 0)
+            values = {
+                c.metric: running[c.table] if c.kind == TOTAL else per_table[c.table].get(day, 0)
+                for c in collectors
+            }
             days.append(DayActivity(day=day, values=values))
             day += timedelta(days=1)
         return ActivityCounts(
             start=start, end=end, taken_at=taken_at, source=self.url_for_display, days=tuple(days)
         )
 
-    def _created_per_day(self, *, end: date) -> dict[str, dict[date, int]]:
+    def _created_per_day(self, *, end: date, tables: Sequence[str]) -> dict[str, dict[date, int]]:
         """Rows per UTC creation day up to `end`, per table, from one UNION ALL statement."""
         selects = []
-        for name in APP_TABLES:
+        for name in tables:
             table = _app_table(name)
             if self.is_postgres:
                 # The session time zone is set to UTC below, so the cast yields the UTC day for both
@@ -175,7 +191,7 @@ class AppDatabase:
                 .where(in_range)
                 .group_by(day_of)
             )
-        per_table: dict[str, dict[date, int]] = {name: {} for name in APP_TABLES}
+        per_table: dict[str, dict[date, int]] = {name: {} for name in tables}
         with self._engine.connect() as conn, conn.begin():
             if self.is_postgres:
                 conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")

@@ -236,6 +236,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 allow_long_range=args.allow_long_range,
                 fmt=args.format,
                 out=buffer,
+                forecast=args.forecast,
             )
         finally:
             warehouse.dispose()
@@ -262,6 +263,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
             "(the JSON format lists them under `gaps`)",
             file=sys.stderr,
         )
+    if summary.forecast_rows:
+        print(
+            f"note: {summary.forecast_rows} row(s) are forecasts, not data (source=forecast, forecast=true)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -271,13 +277,16 @@ def _cmd_health(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from kpi_platform.cli.local import ensure_dagster_home
-    from kpi_platform.defs.health import catalogue_check_keys
+    from kpi_platform.defs import run_history
+    from kpi_platform.defs.health import HEALTH_REPORT, catalogue_check_keys
     from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
     from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
 
     now = datetime.now(UTC)
     header = ""
     warehouse = None
+    # The scores the health report asset recorded, for the score alert; None while they cannot be read.
+    score_history: list[tuple[datetime, float]] | None = None
     try:
         try:
             warehouse = open_warehouse(settings.warehouse_url())
@@ -303,12 +312,24 @@ def _cmd_health(args: argparse.Namespace) -> int:
                         now_utc=now,
                         check_keys=catalogue_check_keys(),
                     )
+                    if args.alert:
+                        from kpi_platform.operations.watchdog import SCORE_HISTORY_SPAN
+
+                        try:
+                            score_history = run_history.recorded_metadata(
+                                instance, HEALTH_REPORT, "score", since=now - SCORE_HISTORY_SPAN
+                            )
+                        except Exception as exc:  # noqa: BLE001 - the score alert is then left as it is
+                            print(
+                                f"alerts: recorded health scores unreadable: {type(exc).__name__}",
+                                file=sys.stderr,
+                            )
         sys.stdout.write(report.to_json() + "\n" if args.json else header + report.to_text())
         sys.stdout.flush()
         if args.alert:
             from kpi_platform.operations.watchdog import run_watchdog
 
-            for line in run_watchdog(report, warehouse=warehouse).lines:
+            for line in run_watchdog(report, warehouse=warehouse, score_history=score_history).lines:
                 print(line, file=sys.stderr)
     finally:
         if warehouse is not None:
@@ -451,12 +472,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--grain", choices=["daily", "weekly", "monthly"], default="daily", help="rows per (default: daily)"
     )
     p.add_argument("--client", action="append", help="client id (kpis; repeatable; default: all)")
-    p.add_argument("--category", action="append", help="metric category (activity; repeatable; default: all)")
-    p.add_argument("--type", action="append", help="metric type (activity; repeatable; default: all)")
+    p.add_argument(
+        "--category",
+        action="append",
+        help="metric category, the metric, e.g. posts_total (activity; repeatable; default: all)",
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        help="metric type, the kind of figure, e.g. count (activity; repeatable; default: all)",
+    )
     p.add_argument("--format", choices=["csv", "json"], default="csv", help="output format (default: csv)")
     p.add_argument("--output", help="file to write (default: stdout)")
     p.add_argument(
         "--allow-long-range", action="store_true", help=f"answer ranges over {settings.MAX_QUERY_DAYS} days"
+    )
+    p.add_argument(
+        "--forecast",
+        action="store_true",
+        help="kpis, daily: add the forecasts of days without data, labelled source=forecast (never data)",
     )
     p.set_defaults(func=_cmd_export)
 
@@ -465,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="platform health: healthy / degraded / unhealthy, exit code 0 / 1 / 2",
         description="Yesterday's collection, missing days (7 / 30 d), split data, hours since each client's last "
         "collection, failed asset checks, open circuit breakers, the Dagster daemon's heartbeats and run queue, "
-        "runs and backfills in progress. "
+        "runs and backfills in progress, the success rates (1 / 7 / 30 d against their targets), the next "
+        "scheduled collection and the failed collections. "
         "Exit code 0 healthy, 1 degraded, 2 unhealthy. With --alert it is also the watchdog to run every 5 "
         "minutes outside Dagster: one alert per unhealthy check, the missing-clients escalation, and a ping of "
         "KPI_HEARTBEAT_URL while nothing is unhealthy.",
@@ -474,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--alert",
         action="store_true",
-        help="send alerts (health:<check>, daily collection incomplete) through the KPI_ALERT_* channels, "
+        help="send alerts (health:<check>, health:score_low, success_rate:<rate>, daily collection incomplete) "
+        "through the KPI_ALERT_* channels, "
         "resolve recovered ones, and ping KPI_HEARTBEAT_URL while nothing is unhealthy; notes go to stderr",
     )
     p.set_defaults(func=_cmd_health)

@@ -8,6 +8,13 @@ from pathlib import Path
 
 from kpi_platform import settings
 
+#: The local instance when the top-level dagster.yaml is not there: run monitoring on, so the MONITORING daemon
+#: enforces every collection run's `dagster/max_runtime` tag (operations/plans.py) and the same 6 h default.
+FALLBACK_INSTANCE_YAML = (
+    "telemetry:\n  enabled: false\n"
+    "run_monitoring:\n  enabled: true\n  poll_interval_seconds: 30\n  max_runtime_seconds: 21600\n"
+)
+
 
 def ensure_dagster_home() -> Path:
     """Use DAGSTER_HOME if set; otherwise the local data folder, seeded once with the top-level dagster.yaml.
@@ -29,6 +36,7 @@ def ensure_dagster_home() -> Path:
         if not target.exists():
             shutil.copyfile(template, target)
     elif not target.exists():
-        target.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        # Without the template (an installed package), still a daemon that ends runs past their time bound.
+        target.write_text(FALLBACK_INSTANCE_YAML, encoding="utf-8")
     os.environ["DAGSTER_HOME"] = str(home)
     return home

@@ -8,8 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
-from kpi_platform import settings
-from kpi_platform.activity.metrics import CATEGORY, TABLE_METRICS
+from kpi_platform.activity.metrics import COUNT, CollectionPlan, collection_plan, totals_pairs
 from kpi_platform.activity.retry import DatabaseUnavailableError, call_with_connection_retries
 from kpi_platform.activity.snapshot import describe_days, missing_metrics, snapshot_rows, totals_mismatches
 from kpi_platform.activity.source import AppDatabaseError
@@ -69,11 +68,13 @@ def daily_activity_snapshot(
     app_db: AppDatabaseResource,
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
-    """The agency's own platform activity at the end of each UTC day: users_total, posts_total, comments_total,
-    posts_created, comments_created.
+    """The agency's own platform activity at the end of each UTC day: every active metric of
+    `metric_definitions` (built in: users_total, posts_total, comments_total, posts_created, comments_created).
 
-    Grain: one `daily_metrics` row per day × metric (category `platform`).
+    Grain: one `daily_metrics` row per day × metric (metric_type `count`, metric_category the metric).
     Source: the application database (KPI_APP_DB_URL): tables profiles, posts, comments, counted by created_at.
+    Inactive definitions, and active ones no collector counts, are not collected: the run says which and why
+    (log warning, metadata `metrics_not_collected`).
     The application deletes rows outright, so a day's counts are only true when taken: a stored snapshot is
     immutable. A re-run reports its days as already recorded and leaves them; `force: true` replaces them
     (logged per day, old → new). A one-day run and a year's backfill take the same path, in one run.
@@ -82,11 +83,29 @@ def daily_activity_snapshot(
     are retried 3 times with exponential backoff, each attempt logged; other errors fail the run at once.
     """
     days = sorted(date.fromisoformat(key) for key in context.partition_keys)
-    reader = app_db.get_app_database()
     try:
         # Connection errors are retried (3 attempts, exponential backoff, each logged); anything else fails at once.
+        wh = call_with_connection_retries(
+            warehouse.get_warehouse, what="opening the warehouse", log=context.log
+        )
+        plan = call_with_connection_retries(
+            lambda: _collection_plan(wh), what="reading the metric definitions", log=context.log
+        )
+    except DatabaseUnavailableError as exc:
+        raise _database_failure(exc) from None
+    for metric, reason in plan.not_collected().items():
+        context.log.warning(f"activity metric {metric} not collected: {reason}")
+    if not plan.collected:
+        raise dg.Failure(
+            description="no active metric definition has a collector: nothing to snapshot "
+            f"(not collected: {plan.not_collected()}); set is_active in metric_definitions",
+            metadata={"metrics_not_collected": dg.MetadataValue.json(plan.not_collected())},
+            allow_retries=False,
+        )
+    reader = app_db.get_app_database()
+    try:
         counts = call_with_connection_retries(
-            lambda: reader.count_days(start=days[0], end=days[-1]),
+            lambda: reader.count_days(start=days[0], end=days[-1], metrics=plan.collected),
             what=f"reading the application database {reader.url_for_display}",
             log=context.log,
         )
@@ -103,9 +122,6 @@ def daily_activity_snapshot(
     if config.force:
         context.log.warning(f"force: stored activity snapshots of {describe_days(days)} will be replaced")
     try:
-        wh = call_with_connection_retries(
-            warehouse.get_warehouse, what="opening the warehouse", log=context.log
-        )
         # One transaction: a repeat after a failed attempt finds what a committed attempt stored and keeps it.
         write = call_with_connection_retries(
             lambda: wh.record_daily_metrics(rows, force=config.force),
@@ -113,7 +129,7 @@ def daily_activity_snapshot(
             log=context.log,
         )
         last = call_with_connection_retries(
-            lambda: wh.read_daily_metrics(start=days[-1], end=days[-1], categories=[CATEGORY]),
+            lambda: wh.read_daily_metrics(start=days[-1], end=days[-1], categories=plan.collected),
             what="reading the stored activity snapshot back",
             log=context.log,
         )
@@ -139,11 +155,18 @@ def daily_activity_snapshot(
         "range": dg.MetadataValue.text(describe_days(days)),
         "source": dg.MetadataValue.text(counts.source),
         "taken_at": dg.MetadataValue.text(counts.taken_at.isoformat()),
+        "metrics_collected": dg.MetadataValue.json(list(plan.collected)),
+        "metrics_not_collected": dg.MetadataValue.json(plan.not_collected()),
     }
     # Numbers, so the UI plots each metric over time.
-    for metric_type, value in zip(last["metric_type"], last["value"], strict=True):
-        metadata[metric_type] = dg.MetadataValue.int(int(value))
+    for metric, value in zip(last["metric_category"], last["value"], strict=True):
+        metadata[metric] = dg.MetadataValue.int(int(value))
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _collection_plan(wh: Warehouse) -> CollectionPlan:
+    """Which defined metrics are collected, from the warehouse's metric_definitions."""
+    return collection_plan(wh.metric_definitions())
 
 
 def _database_failure(exc: DatabaseUnavailableError) -> dg.Failure:
@@ -163,7 +186,7 @@ def _check_window(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) 
         key_range = op_context.partition_key_range
         start, end = date.fromisoformat(key_range.start), min(date.fromisoformat(key_range.end), yesterday)
         return (start, end) if start <= end else None
-    return warehouse.daily_metric_bounds(category=CATEGORY)
+    return warehouse.daily_metric_bounds(metric_type=COUNT)
 
 
 @dg.asset_check(
@@ -180,8 +203,9 @@ def all_metrics_present(
     if window is None:
         return dg.AssetCheckResult(passed=True, metadata={"days_checked": dg.MetadataValue.int(0)})
     start, end = window
-    stored = wh.read_daily_metrics(start=start, end=end, categories=[CATEGORY])
-    missing = missing_metrics(stored, start=start, end=end)
+    plan = _collection_plan(wh)
+    stored = wh.read_daily_metrics(start=start, end=end, types=[COUNT])
+    missing = missing_metrics(stored, start=start, end=end, metrics=plan.collected)
     listed = dict(list(sorted(missing.items()))[:MAX_LISTED_DAYS])
     return dg.AssetCheckResult(
         passed=not missing,
@@ -194,7 +218,8 @@ def all_metrics_present(
             "missing_metrics": dg.MetadataValue.json(
                 {day.isoformat(): types for day, types in listed.items()}
             ),
-            "expected_metrics": dg.MetadataValue.json(list(settings.ACTIVITY_METRIC_TYPES)),
+            "expected_metrics": dg.MetadataValue.json(list(plan.collected)),
+            "metrics_not_collected": dg.MetadataValue.json(plan.not_collected()),
         },
     )
 
@@ -217,7 +242,7 @@ def totals_match_created(
             metadata={"days_checked": dg.MetadataValue.int(0)},
         )
     start, end = window
-    stored = wh.read_daily_metrics(start=start - timedelta(days=1), end=end, categories=[CATEGORY])
+    stored = wh.read_daily_metrics(start=start - timedelta(days=1), end=end, types=[COUNT])
     mismatches = totals_mismatches(stored, start=start, end=end)
     metadata: dict[str, dg.MetadataValue] = {
         "window": dg.MetadataValue.text(f"{start}..{end}"),
@@ -225,10 +250,9 @@ def totals_match_created(
         "days_mismatched": dg.MetadataValue.int(len({m.day for m in mismatches})),
         "deletions": dg.MetadataValue.json([m.as_dict() for m in mismatches[:MAX_LISTED_DAYS]]),
     }
-    for _, total_type, created_type in TABLE_METRICS:
-        if created_type is not None:
-            removed = sum(m.removed for m in mismatches if m.total_type == total_type)
-            metadata[f"removed_{total_type.removesuffix('_total')}"] = dg.MetadataValue.int(removed)
+    for total_metric, _ in totals_pairs(_collection_plan(wh).collected):
+        removed = sum(m.removed for m in mismatches if m.total_metric == total_metric)
+        metadata[f"removed_{total_metric.removesuffix('_total')}"] = dg.MetadataValue.int(removed)
     return dg.AssetCheckResult(passed=not mismatches, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
 
 
@@ -267,7 +291,7 @@ def build_activity_gap_healing_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Requests the activity snapshot of every due day of the last {horizon_days} days (day D is due "
-        "from 02:00 UTC on D + 1) that lacks any of its five metrics and is not queued, running or in a backfill: "
+        "from 02:00 UTC on D + 1) that lacks any of its active metrics and is not queued, running or in a backfill: "
         "one run per contiguous range, newest first. A day whose run failed waits "
         f"{HEAL_BASE_COOLDOWN_S / 60:.0f} min, doubling with each failure in a row (at most 8 h). A snapshot taken "
         "late is labelled `late` (rows deleted since the day are not in its counts).",

@@ -1,6 +1,7 @@
 """Alert sensors: a failed collection run alerts at once; a periodic sync raises and resolves alerts for failed
 checks (freshness, completeness, split data …), open circuit breakers, clients with failed days and clients still
-not collected hours after their freshness deadline (also synced by the watchdog, `kpi-platform health --alert`)."""
+not collected hours after their freshness deadline (also synced by the watchdog, `kpi-platform health --alert`);
+a daily check warns before the Meta access token stops working (`operations/token_watch.py`)."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,10 @@ from kpi_platform.clients import registered_clients
 from kpi_platform.defs import run_history
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME, client_daily_partitions
-from kpi_platform.defs.resources import WarehouseResource
+from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
 from kpi_platform.keys import client_of
 from kpi_platform.meta.breaker import BreakerGuard
+from kpi_platform.meta.token_check import assess
 from kpi_platform.operations.alert_facts import (
     CHECK_PREFIX,
     COLLECTION_PREFIX,
@@ -31,6 +33,14 @@ from kpi_platform.operations.missing_clients import (
     missing_client_alerts,
 )
 from kpi_platform.operations.plans import expected_keys
+from kpi_platform.operations.token_watch import (
+    TOKEN_ASSET_PATH,
+    TOKEN_CHECK_INTERVAL_S,
+    TOKEN_CHECK_PREFIX,
+    record_metadata,
+    token_alerts,
+    token_summary,
+)
 
 
 @dg.run_failure_sensor(
@@ -148,4 +158,45 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
     return dg.SensorResult(skip_reason=dg.SkipReason(summary), cursor=cursor)
 
 
-ALERT_SENSORS = [collection_failure_alert_sensor, alert_sync_sensor]
+#: External: observed once a day by `meta_token_check_sensor`, never materialized; its observations are the token's
+#: history (days left, plotted) and what the health report's `token` check reads.
+meta_access_token = dg.AssetSpec(
+    key=dg.AssetKey(list(TOKEN_ASSET_PATH)),
+    group_name="meta_ads",
+    kinds={"meta"},
+    owners=["team:data-engineering"],
+    description="The Meta access token as Meta's debug_token describes it (validity, expiry and data-access "
+    "expiry, scopes), observed daily; never the token itself.",
+)
+
+
+@dg.sensor(
+    name="meta_token_check_sensor",
+    minimum_interval_seconds=TOKEN_CHECK_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Daily: asks Meta's debug_token about the access token and records the answer (an observation of "
+    "meta_ads/access_token, read by the health report). HIGH alert 7 days before the token or its data access "
+    "expires, CRITICAL 1 day before, when ads_read is missing or the token is invalid; resolved once a new token "
+    "is in place. A tick fails (redacted) when Meta cannot be asked.",
+)
+def meta_token_check_sensor(
+    context: dg.SensorEvaluationContext, meta_api: MetaApiResource, warehouse: WarehouseResource
+):
+    checked_at = datetime.now(UTC)
+    assessment = assess(meta_api.check_token(), checked_at)
+    context.instance.report_runless_asset_event(
+        dg.AssetObservation(asset_key=meta_access_token.key, metadata=record_metadata(assessment, checked_at))
+    )
+    synced = Notifier.from_env(warehouse.get_warehouse(), log=context.log).sync(
+        token_alerts(assessment), TOKEN_CHECK_PREFIX
+    )
+    summary = (
+        f"{token_summary(assessment)}; alert {'open' if synced.open else 'none'}"
+        f"{', resolved' if synced.resolved else ''}"
+    )
+    context.log.info(summary)
+    return dg.SkipReason(summary)
+
+
+ALERT_SENSORS = [collection_failure_alert_sensor, alert_sync_sensor, meta_token_check_sensor]
+ALERT_ASSETS = [meta_access_token]

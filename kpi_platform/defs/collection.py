@@ -3,6 +3,7 @@
 import json
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -15,27 +16,39 @@ from kpi_platform.clients import (
     registered_clients,
     sync_clients_to_warehouse,
 )
-from kpi_platform.collect import CollectionResult, PreparedRange, prepare_range, store_range
+from kpi_platform.collect import CollectionResult, PreparedRange, day_figures, prepare_range, store_range
 from kpi_platform.defs import run_history
 from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME, client_daily_partitions, clients_partitions
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
-from kpi_platform.keys import client_ranges
+from kpi_platform.keys import client_day_key, client_ranges
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.errors import MetaApiError
+from kpi_platform.meta.pacing import WarehousePacingStore
 from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.plans import (
+    DAILY_COLLECTION_CRON,
+    DAILY_COLLECTION_JOB,
+    DAILY_COLLECTION_SCHEDULE,
+    DAILY_COLLECTION_TIMEZONE,
     GIVE_UP_AFTER_FAILURES,
+    MATERIALIZED,
     TRANSIENT_COOLDOWN_S,
     FailureMemory,
+    collection_due_day,
     failure_reports,
     healing_keys,
+    healing_window,
+    history_gap_keys,
     missing_client_tag,
+    missing_max_runtime_tag,
     plan_daily_collection,
     plan_gap_healing,
     prune_failures,
     record_failures,
 )
+from kpi_platform.quality.history import read_histories
 from kpi_platform.quality.schemas import ContractViolation
+from kpi_platform.runtime.dagster_private import add_partition_metadata
 from kpi_platform.warehouse import Warehouse
 
 CLIENT_DAILY_KPIS = dg.AssetKey(list(check_catalogue.DAILY_KPIS_ASSET))
@@ -59,8 +72,45 @@ def load_client(warehouse: Warehouse, client_id: str) -> Client:
     return Client.from_row(row)
 
 
+#: The counts a day's partition reports (reservation_value is money, reported beside spend).
+_DAY_COUNTS: tuple[str, ...] = ("impressions", "clicks", *settings.CONVERSION_COUNT_COLUMNS)
+
+
+def day_metadata(figures: list[dict[str, Any]]) -> dict[str, dict[str, dg.MetadataValue]]:
+    """Each day's own figures (`collect.day_figures`) as the metadata of its partition's materialization, by
+    partition key: numbers plot per day in the UI (spend in the day's `currency`, its campaign `rows`, delivery,
+    conversions, quality score, issue count), text says the currency, source, delivery and the issues.
+    Undefined values (CTR or CPC without a denominator, an idle day's score) are left out, not plotted as 0."""
+    by_key: dict[str, dict[str, dg.MetadataValue]] = {}
+    for day in figures:
+        metadata: dict[str, dg.MetadataValue] = {
+            "spend": dg.MetadataValue.float(float(day["spend"])),
+            "currency": dg.MetadataValue.text(day["currency"]),
+            "rows": dg.MetadataValue.int(int(day["campaign_rows"])),
+            **{name: dg.MetadataValue.int(int(day[name])) for name in _DAY_COUNTS},
+            "reservation_value": dg.MetadataValue.float(float(day["reservation_value"])),
+            "delivery": dg.MetadataValue.text(day["delivery"]),
+            "source": dg.MetadataValue.text(day["source"]),
+        }
+        for name in ("ctr_pct", "cpc", "quality_score"):
+            if day[name] is not None:
+                metadata[name] = dg.MetadataValue.float(round(float(day[name]), 4))
+        if day["issues"] is not None:
+            metadata["issues"] = dg.MetadataValue.int(len(day["issues"]))
+            metadata["issues_text"] = dg.MetadataValue.text("; ".join(day["issues"]) or "none")
+        by_key[client_day_key(day["client_id"], day["kpi_date"])] = metadata
+    return by_key
+
+
+def run_totals_metadata(results: list[CollectionResult]) -> dict[str, dg.MetadataValue]:
+    """The run's totals over every range it stored (`collection_metadata`, `pacing_metadata`), each named
+    `run_…`: what the run did, never a figure of one day."""
+    totals = collection_metadata(results) | pacing_metadata(results)
+    return {f"run_{name}": value for name, value in totals.items()}
+
+
 def collection_metadata(results: list[CollectionResult]) -> dict[str, dg.MetadataValue]:
-    """Numeric values plot over time in the UI; text values describe the run."""
+    """The run's totals: numeric values describe its size and cost, text values what it covered."""
     by_currency: dict[str, float] = {}
     for r in results:
         by_currency[r.currency] = round(by_currency.get(r.currency, 0.0) + r.spend, 2)
@@ -78,12 +128,33 @@ def collection_metadata(results: list[CollectionResult]) -> dict[str, dg.Metadat
         "fetch_seconds": dg.MetadataValue.float(round(sum(r.fetch_seconds for r in results), 3)),
         "write_seconds": dg.MetadataValue.float(round(sum(r.write_seconds for r in results), 3)),
         "ranges": dg.MetadataValue.text("; ".join(f"{r.client_id} {r.start}..{r.end}" for r in results)),
-        "quality_score_mean": dg.MetadataValue.float(
-            round(
-                sum(r.quality_score_mean * r.days for r in results) / max(1, sum(r.days for r in results)), 2
-            )
-        ),
+        "days_with_quality_issues": dg.MetadataValue.int(sum(r.days_with_issues for r in results)),
     }
+    scored = [r for r in results if r.quality_score_mean is not None]
+    if scored:
+        # Mean over the scored days (idle days are not scored); left out when every day was idle.
+        mean = sum(r.quality_score_mean * r.scored_days for r in scored if r.quality_score_mean is not None)
+        metadata["quality_score_mean"] = dg.MetadataValue.float(
+            round(mean / sum(r.scored_days for r in scored), 2)
+        )
+    return metadata
+
+
+def pacing_metadata(results: list[CollectionResult]) -> dict[str, dg.MetadataValue]:
+    """Meta API usage of the run, numeric so the UI plots it: the highest usage figure (percent of a rate limit)
+    and the seconds calls were paced, over the run and per ad account (`…:act_<id>`)."""
+    by_account: dict[str, tuple[float, float]] = {}
+    for r in results:
+        usage, paced = by_account.get(r.ad_account_id, (0.0, 0.0))
+        by_account[r.ad_account_id] = (max(usage, r.max_usage_pct), paced + r.paced_s)
+    highest = max((usage for usage, _ in by_account.values()), default=0.0)
+    metadata: dict[str, dg.MetadataValue] = {
+        "api_usage_max_pct": dg.MetadataValue.float(round(highest, 2)),
+        "api_paced_s": dg.MetadataValue.float(round(sum(paced for _, paced in by_account.values()), 3)),
+    }
+    for account, (usage, paced) in sorted(by_account.items()):
+        metadata[f"api_usage_max_pct:{account}"] = dg.MetadataValue.float(round(usage, 2))
+        metadata[f"api_paced_s:{account}"] = dg.MetadataValue.float(round(paced, 3))
     return metadata
 
 
@@ -134,17 +205,23 @@ def client_daily_kpis(
     per client, fetched as one request stream.
     Contract failures store nothing for the range and fail the run without a materialization, so the partitions
     stay failed (not materialized) and gap healing finds them.
-    A run of one client carries the `kpi/client` tag, added when it starts if it was launched without it.
+    A run of one client carries the `kpi/client` tag, and every run a time bound scaled to its days
+    (`dagster/max_runtime`), added when it starts if it was launched without them.
     """
     wh = warehouse.get_warehouse()
     ranges = client_ranges(context.partition_keys)
     # A run launched without the client tag (a UI backfill's run, `dagster asset materialize`) tags itself, so
     # filtering runs by `kpi/client` finds every run of a client. Too late for the run queue's per-client limit;
     # the warehouse serialises the writers of one client anyway (Warehouse._lock_client).
-    client_tag = missing_client_tag(context.run.tags, (r.client_id for r in ranges))
-    if client_tag:
-        context.instance.add_run_tags(context.run.run_id, client_tag)
-        context.log.info(f"run tagged {client_tag}")
+    # Likewise its time bound (`dagster/max_runtime`, scaled to the run's days), which the monitoring daemon
+    # enforces from its next poll on: schedule and healer runs carry it from the start.
+    own_tags = {
+        **missing_client_tag(context.run.tags, (r.client_id for r in ranges)),
+        **missing_max_runtime_tag(context.run.tags, sum(r.days for r in ranges)),
+    }
+    if own_tags:
+        context.instance.add_run_tags(context.run.run_id, own_tags)
+        context.log.info(f"run tagged {own_tags}")
     try:
         clients = {r.client_id: load_client(wh, r.client_id) for r in ranges}
     except UnknownClientError as exc:
@@ -158,7 +235,11 @@ def client_daily_kpis(
     # Breakers (API-wide and per ad account) live in the warehouse, so every run shares them; while one is
     # open the run fails fast with the reason instead of calling Meta.
     meta = BreakerGuard(wh).wrap(
-        meta_api.get_client(accounts={c.ad_account_id: c.currency for c in clients.values()})
+        meta_api.get_client(
+            accounts={c.ad_account_id: c.currency for c in clients.values()},
+            # Usage seen by any run paces every run's calls (meta/pacing.py), as the breakers are shared.
+            pacing_store=WarehousePacingStore(wh),
+        )
     )
     prepared: list[PreparedRange] = []
     try:
@@ -200,20 +281,28 @@ def client_daily_kpis(
     finally:
         meta.close()
     results: list[CollectionResult] = [store_range(p, warehouse=wh) for p in prepared]
-    yield dg.MaterializeResult(metadata=collection_metadata(results))
+    # Each partition's materialization shows its own day, computed from the frames in memory; the run's totals
+    # go on the run: its log and its one contract check result (a range run records it once, not per day).
+    add_partition_metadata(context, {k: m for p in prepared for k, m in day_metadata(day_figures(p)).items()})
+    run_totals = run_totals_metadata(results)
+    context.log.info(
+        "run totals: " + ", ".join(f"{name} {value.value}" for name, value in run_totals.items())
+    )
+    yield dg.MaterializeResult()
     yield dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
         passed=True,
         metadata={
             "rows_validated": dg.MetadataValue.int(sum(r.campaign_rows + r.day_rows for r in results)),
             "days": dg.MetadataValue.int(sum(r.days for r in results)),
+            **run_totals,
         },
     )
 
 
 # Collection runs carry only the in-asset contract check; the warehouse-wide checks run in their own job.
 daily_collection_job = dg.define_asset_job(
-    "daily_collection_job",
+    DAILY_COLLECTION_JOB,
     selection=dg.AssetSelection.assets(CLIENT_DAILY_KPIS).without_checks()
     | dg.AssetSelection.checks(dg.AssetCheckKey(CLIENT_DAILY_KPIS, CONTRACT_CHECK)),
     description="Collect client-day KPIs from the Meta API for one client and one contiguous date range.",
@@ -221,10 +310,10 @@ daily_collection_job = dg.define_asset_job(
 
 
 @dg.schedule(
-    name="daily_collection_schedule",
+    name=DAILY_COLLECTION_SCHEDULE,
     job=daily_collection_job,
-    cron_schedule="5 * * * *",
-    execution_timezone="UTC",
+    cron_schedule=DAILY_COLLECTION_CRON,
+    execution_timezone=DAILY_COLLECTION_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Hourly tick; each active client is collected once a day at its local collection hour, "
     "re-pulling its lookback window (default 28 days: Meta restates conversions that long) as one run.",
@@ -274,10 +363,13 @@ def build_gap_healing_sensor(
     *,
     minimum_interval_seconds: int = 300,
     horizon_days: int = settings.HEALING_HORIZON_DAYS,
+    history_days_per_tick: int = settings.HEALING_HISTORY_DAYS_PER_TICK,
     clock: Callable[[], datetime] = _utc_now,
 ) -> dg.SensorDefinition:
     """The gap-healing sensor; the defaults are production's. Shorter intervals and horizons are for end-to-end
     tests and benchmarks, `clock` (an aware datetime) lets tests tick at a fixed time."""
+    if history_days_per_tick < 1:
+        raise ValueError(f"history_days_per_tick must be at least 1, got {history_days_per_tick}")
 
     @dg.sensor(
         name="gap_healing_sensor",
@@ -285,19 +377,32 @@ def build_gap_healing_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Finds missing and failed client-days over the healing horizon (up to each client's last due day "
-        "in its timezone) that are not queued, running or in a backfill, and requests one run per contiguous range "
-        f"per client (bounded per tick). Transient failures are retried after {TRANSIENT_COOLDOWN_S / 60:.0f} min; "
+        "in its timezone) and, before it, the days of each client's history (from its start_date) the warehouse "
+        f"has no row for ({history_days_per_tick} per tick, newest first), that are not queued, running or in a "
+        "backfill, and requests one run per contiguous range per client (bounded per tick, the most recent "
+        f"first). Transient failures are retried after {TRANSIENT_COOLDOWN_S / 60:.0f} min; "
         "other failures cool down longer after each one, are reported once per escalation, and are left to a "
         f"person after {GIVE_UP_AFTER_FAILURES} in a row (the days stay failed).",
     )
     def gap_healing_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-        return _heal_gaps(context, warehouse, horizon_days=horizon_days, now_utc=clock())
+        return _heal_gaps(
+            context,
+            warehouse,
+            horizon_days=horizon_days,
+            history_days_per_tick=history_days_per_tick,
+            now_utc=clock(),
+        )
 
     return gap_healing_sensor
 
 
 def _heal_gaps(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, *, horizon_days: int, now_utc: datetime
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    *,
+    horizon_days: int,
+    history_days_per_tick: int,
+    now_utc: datetime,
 ):
     state = json.loads(context.cursor) if context.cursor else {}
     now = now_utc.timestamp()
@@ -319,19 +424,43 @@ def _heal_gaps(
             )
             recorded.update(keys_failed)
 
-    clients = registered_clients(warehouse.get_warehouse())
+    wh = warehouse.get_warehouse()
+    clients = registered_clients(wh)
+    active = [c for c in clients if c.active]
+    # The recent window is judged by Dagster's statuses; before it, by the warehouse's rows.
+    recent_starts = {c.id: healing_window(c, now_utc, horizon_days)[0] for c in active}
+    histories = read_histories(
+        wh,
+        active,
+        ends={c.id: collection_due_day(c, now_utc) for c in active},
+        default_days=horizon_days,
+        list_before=recent_starts,
+    )
     keys = healing_keys(clients, now_utc=now_utc, horizon_days=horizon_days)
+    older = history_gap_keys(
+        histories, before=recent_starts, failures=failures, now_ts=now, max_days=history_days_per_tick
+    )
     # None until the asset has its first event on this instance (a fresh deployment): every key is missing.
     by_partition = (
-        context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}
+        context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys + older, client_daily_partitions)
+        or {}
     )
     statuses = {key: (status.value if status is not None else None) for key, status in by_partition.items()}
-    # The cursor stays bounded: no memory of healed days, days before the horizon or clients no longer active.
+    for key in older:
+        # The warehouse has no row for these days, whatever Dagster last recorded (a restored warehouse, say).
+        if statuses.get(key) == MATERIALIZED:
+            statuses[key] = None
+    # The cursor stays bounded: no memory of healed days, days outside the history or clients no longer active.
     failures = prune_failures(
-        failures, clients=clients, now_utc=now_utc, horizon_days=horizon_days, statuses=statuses
+        failures,
+        clients=clients,
+        now_utc=now_utc,
+        horizon_days=horizon_days,
+        statuses=statuses,
+        histories=histories,
     )
     plan = plan_gap_healing(
-        keys=keys,
+        keys=keys + older,
         statuses=statuses,
         reserved=run_history.backfill_reserved_keys(context.instance, CLIENT_DAILY_KPIS),
         failures=failures,
@@ -342,7 +471,8 @@ def _heal_gaps(
     for line in failure_reports(failures, recorded=recorded):
         context.log.warning(line)
     context.log.info(
-        f"keys={len(keys)} missing={plan.missing} failed={plan.failed} in_progress={plan.in_progress} "
+        f"keys={len(keys)} history_keys={len(older)} history_missing={sum(h.missing_days for h in histories.values())} "
+        f"missing={plan.missing} failed={plan.failed} in_progress={plan.in_progress} "
         f"cooling={len(plan.cooling)} given_up={len(plan.given_up)} requested={len(plan.requests)} "
         f"deferred={plan.deferred_ranges}"
     )

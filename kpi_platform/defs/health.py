@@ -1,4 +1,5 @@
-"""The platform health report as an hourly asset: the markdown table and plottable numbers in its metadata."""
+"""The platform health report as an asset evaluated every 15 minutes: the markdown table and plottable numbers in
+its metadata (the `score` history is what the watchdog's `health:score_low` alert reads)."""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,9 +51,10 @@ def build_health_report_asset(check_keys: Sequence[dg.AssetCheckKey]) -> dg.Asse
     ) -> dg.MaterializeResult:
         """Health of the KPI platform, the same report as `kpi-platform health`: yesterday's collection, missing
         days (7 / 30 days), split data, hours since each client's last successful collection, failed asset checks,
-        open circuit breakers, the Dagster daemon's heartbeats and run queue, runs and backfills in progress; a
-        status (healthy / degraded / unhealthy) and a 0–100 score. Grain: one materialization per evaluation
-        (hourly). Materializes whatever the status is: an unhealthy platform is a result, not a failure of this asset.
+        open circuit breakers, the Dagster daemon's heartbeats and run queue, runs and backfills in progress, the
+        roadmap's success rates (1, 7 and 30 days against their targets), the next scheduled collection and the
+        failed collections; a status (healthy / degraded / unhealthy) and a 0–100 score. Grain: one
+        materialization per evaluation (every 15 minutes). Materializes whatever the status is: an unhealthy platform is a result, not a failure of this asset.
         """
         wh = warehouse.get_warehouse()
         report = build_health_report(
@@ -78,11 +80,12 @@ health_report_job = dg.define_asset_job(
 health_report_schedule = dg.ScheduleDefinition(
     name="health_report_schedule",
     job=health_report_job,
-    # After the hourly collection (:05) and warehouse checks (:20), so the report judges their results.
-    cron_schedule="40 * * * *",
+    # Every 15 minutes (the roadmap), on minutes that follow the hourly collection (:05) and the warehouse checks
+    # (:20) by five minutes or more, so each hour's report judges their results.
+    cron_schedule="10,25,40,55 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly: the health report, plotted in the asset's metadata.",
+    description="Every 15 minutes: the health report, plotted in the asset's metadata.",
 )
 
 HEALTH_JOBS = [health_report_job]

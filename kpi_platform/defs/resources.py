@@ -19,6 +19,9 @@ import requests
 from kpi_platform import settings
 from kpi_platform.activity.source import AppDatabase
 from kpi_platform.meta.client import ClosableInsightsSource, MetaInsightsClient
+from kpi_platform.meta.pacing import InMemoryPacingStore, Pacer, PacingPolicy, PacingStore
+from kpi_platform.meta.token_check import TIMEOUT as TOKEN_CHECK_TIMEOUT
+from kpi_platform.meta.token_check import TokenInfo, fetch_token_info
 from kpi_platform.simulator import (
     AccountSpec,
     FaultConfig,
@@ -79,6 +82,10 @@ class MetaApiResource(dg.ConfigurableResource):
     connect_timeout_s: float = settings.HTTP_TIMEOUT[0]
     read_timeout_s: float = settings.HTTP_TIMEOUT[1]
     max_attempts: int = settings.MAX_ATTEMPTS
+    #: Pacing from the usage headers (meta/pacing.py): the usage percentage above which calls slow down and the
+    #: longest proportional delay; empty means KPI_META_PACING_THRESHOLD_PCT / KPI_META_PACING_MAX_DELAY_S or 75 / 60.
+    pacing_threshold_pct: float | None = None
+    pacing_max_delay_s: float | None = None
     #: Faults for the in-process simulator, as FaultConfig fields in JSON (else KPI_SIMULATOR_FAULTS); for demos
     #: of retries and healing, and for tests.
     simulator_faults_json: str | None = None
@@ -98,11 +105,51 @@ class MetaApiResource(dg.ConfigurableResource):
             mount_simulator(session, simulator)
         return session
 
-    def get_client(self, *, accounts: Mapping[str, str] | None = None) -> ClosableInsightsSource:
+    def pacing_policy(self) -> PacingPolicy:
+        """The configured pacing rule; a bad value raises ValueError naming the setting."""
+        env = PacingPolicy.from_env()
+        threshold, max_delay = self.pacing_threshold_pct, self.pacing_max_delay_s
+        return PacingPolicy(
+            threshold_pct=env.threshold_pct if threshold is None else threshold,
+            max_delay_s=env.max_delay_s if max_delay is None else max_delay,
+        )
+
+    def get_client(
+        self, *, accounts: Mapping[str, str] | None = None, pacing_store: PacingStore | None = None
+    ) -> ClosableInsightsSource:
         """A client for one run; `accounts` (ad account id → currency) tells the simulator each account's currency.
+        Its calls are paced from the usage headers, sharing `pacing_store` (the warehouse's, so every run process
+        paces together), or a store of this client alone.
 
         Typed as the protocol, not `MetaInsightsClient`, so a fake source (a subclass overriding this in tests)
         and the real client are interchangeable; the caller closes it."""
+        return MetaInsightsClient(
+            base_url=self.resolved_url(),
+            access_token=self._access_token(),
+            session=self.build_session(accounts),
+            timeout=(self.connect_timeout_s, self.read_timeout_s),
+            max_attempts=self.max_attempts,
+            pacer=Pacer(pacing_store or InMemoryPacingStore(), policy=self.pacing_policy()),
+        )
+
+    def check_token(self) -> TokenInfo:
+        """What Meta's `debug_token` says about the configured token (valid, expiry dates, scopes); raises a
+        redacted `MetaApiError` when Meta cannot be asked, `MissingTokenError` when no token is configured."""
+        session = self.build_session()
+        try:
+            return fetch_token_info(
+                session=session,
+                base_url=self.resolved_url(),
+                access_token=self._access_token(),
+                timeout=(
+                    min(self.connect_timeout_s, TOKEN_CHECK_TIMEOUT[0]),
+                    min(self.read_timeout_s, TOKEN_CHECK_TIMEOUT[1]),
+                ),
+            )
+        finally:
+            session.close()
+
+    def _access_token(self) -> str:
         token = os.environ.get(self.token_env_var, "")
         if not token:
             if not self.uses_in_process_simulator() and not _is_loopback(self.resolved_url()):
@@ -113,13 +160,7 @@ class MetaApiResource(dg.ConfigurableResource):
                     "(see README, 'Switching to the real Meta API')"
                 )
             token = SIMULATOR_TOKEN
-        return MetaInsightsClient(
-            base_url=self.resolved_url(),
-            access_token=token,
-            session=self.build_session(accounts),
-            timeout=(self.connect_timeout_s, self.read_timeout_s),
-            max_attempts=self.max_attempts,
-        )
+        return token
 
 
 def _is_loopback(url: str) -> bool:

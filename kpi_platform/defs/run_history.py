@@ -8,22 +8,37 @@ runs and backfills are in progress. Sensors, alerts and the health report read t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from kpi_platform import settings
 from kpi_platform.keys import ClientRange, day_range_from_tags
+from kpi_platform.operations.health.success_rates import (
+    KIND_BACKFILL,
+    KIND_DAILY,
+    KIND_HEAL,
+    KIND_MANUAL,
+    CollectionRun,
+)
 from kpi_platform.runtime.dagster_private import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
     BulkActionsFilter,
     BulkActionStatus,
+    InstigatorStatus,
+    InstigatorType,
+    cron_string_iterator,
 )
 
 #: Dagster's tag on a failed run, "true" when its run retries will re-run it (set when the failure is recorded).
 WILL_RETRY_TAG = "dagster/will_retry"
+#: Dagster's tag on every run a backfill launched: the backfill's id.
+BACKFILL_TAG = "dagster/backfill"
+#: Why our schedules and sensors launched a run (`plans.CollectionRequest.tags`).
+REASON_TAG = "kpi/reason"
 FINISHED_CHECK_STATUSES = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 #: A run's update time comes from the process that wrote it, not from the reader's clock; reading an overlap
 #: again costs nothing (the keys are a set) and a run stored late is not missed.
@@ -35,6 +50,10 @@ WORKER_DIED = re.compile(
     r"Run execution process for \S+ "
     r"(was terminated by signal \d+(?: \(\w+\))?|unexpectedly exited with code -?\d+)"
 )
+
+#: How the run-monitoring daemon cancels a run past its `dagster/max_runtime` tag (Dagster 1.13's
+#: `check_run_timeout`): "Canceling due to exceeding maximum runtime of 1860 seconds."
+MAX_RUNTIME_EXCEEDED = re.compile(r"exceeding maximum runtime of (\d+) seconds")
 
 
 def will_be_retried(run: dg.DagsterRun) -> bool:
@@ -69,7 +88,17 @@ def failure_reason(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str
     after that is most likely too big for the memory (Dagster's own message for SIGKILL says so), and retrying
     it every 10 minutes would only kill a worker again and again, unreported. So it cools down and is reported
     like any other failure that needs a person.
+
+    A run ended by the run-monitoring daemon for exceeding its time bound (`dagster/max_runtime`, scaled to its
+    range) hung: its reason says so, whatever its interrupted step recorded. It is non-transient for the same
+    reason: the bound is generous, so a range that keeps hanging needs a person, not a retry every 10 minutes.
     """
+    exceeded = max_runtime_exceeded(instance, run_id)
+    if exceeded is not None:
+        return True, (
+            f"run exceeded its maximum runtime of {exceeded} s (dagster/max_runtime) and was ended by run "
+            "monitoring: a Meta API call or the run hung"
+        )
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         data = record.get_dagster_event().step_failure_data
         user = data.user_failure_data
@@ -89,6 +118,15 @@ def failure_reason(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str
     return True, "run failed before its step ran"
 
 
+def max_runtime_exceeded(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The time bound in seconds a run was canceled for exceeding, None if run monitoring never canceled it."""
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_CANCELING):
+        match = MAX_RUNTIME_EXCEEDED.search(record.get_dagster_event().message or record.user_message or "")
+        if match is not None:
+            return int(match.group(1))
+    return None
+
+
 def worker_death(instance: dg.DagsterInstance, run_id: str) -> str | None:
     """How the run's worker process died, as the code server recorded it ("was terminated by signal 9
     (SIGKILL)", "unexpectedly exited with code 1"); None if it did not die under the code server's watch."""
@@ -100,7 +138,11 @@ def worker_death(instance: dg.DagsterInstance, run_id: str) -> str | None:
 
 
 def step_failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str]:
-    """(error class, redacted message) of the run's step failure."""
+    """(error class, redacted message) of the run's step failure; `RunTimedOut` for a run ended by run monitoring
+    past its time bound."""
+    exceeded = max_runtime_exceeded(instance, run_id)
+    if exceeded is not None:
+        return "RunTimedOut", f"the run exceeded its maximum runtime of {exceeded} s and was ended"
     for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
         data = record.get_dagster_event().step_failure_data
         user = data.user_failure_data
@@ -252,3 +294,118 @@ def oldest_queued_run(instance: dg.DagsterInstance) -> tuple[int, dg.RunRecord |
     queued = dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])
     oldest = instance.get_run_records(queued, limit=1, order_by="create_timestamp", ascending=True)
     return instance.get_runs_count(queued), (oldest[0] if oldest else None)
+
+
+# --- Collection runs, schedules and the health report's own history ------------------------------------------------
+
+
+def collection_kind(run: dg.DagsterRun) -> str:
+    """Which kind of collection `run` is: `heal` (the gap healer), `backfill` (launched by a backfill), `daily`
+    (the schedule) or `manual` (anything else: the CLI, a launch from the UI)."""
+    reason = run.tags.get(REASON_TAG)
+    if reason == KIND_HEAL:
+        return KIND_HEAL
+    if BACKFILL_TAG in run.tags:
+        return KIND_BACKFILL
+    return KIND_DAILY if reason == KIND_DAILY else KIND_MANUAL
+
+
+def finished_collection_runs(
+    instance: dg.DagsterInstance,
+    *,
+    client_ids: Sequence[str],
+    since: datetime,
+    job_name: str,
+    asset_key: dg.AssetKey,
+) -> list[CollectionRun]:
+    """Collection runs of `client_ids` that succeeded or failed after `since`, oldest end first.
+
+    One query, bounded by the `kpi/client` tag (every collection run has it: the schedule's and the healer's from
+    their request, any other from its first step) and the runs' update time. A run counts when it is a run of
+    `job_name` or materializes `asset_key` and covers a client range. A failed run that Dagster's run retries
+    re-run (`will_be_retried`) is left out: its retry is the attempt that counts. A run that failed before its first
+    step and was launched without the client tag (a backfill's) cannot be found this way.
+    """
+    if not client_ids:
+        return []
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            tags={settings.CLIENT_TAG: list(client_ids)},
+            updated_after=since,
+        )
+    )
+    runs: list[CollectionRun] = []
+    for record in records:
+        run = record.dagster_run
+        rng = run_range(run)
+        if rng is None or not runs_asset(run, job_name=job_name, asset_key=asset_key) or will_be_retried(run):
+            continue
+        ended = datetime.fromtimestamp(record.end_time, UTC) if record.end_time else record.update_timestamp
+        runs.append(
+            CollectionRun(
+                run_id=run.run_id,
+                client_id=rng.client_id,
+                start=rng.start,
+                end=rng.end,
+                succeeded=run.status == dg.DagsterRunStatus.SUCCESS,
+                ended_at=ended.astimezone(UTC),
+                kind=collection_kind(run),
+            )
+        )
+    return sorted(runs, key=lambda r: r.ended_at)
+
+
+@dataclass(frozen=True)
+class ScheduleState:
+    """A schedule as the instance knows it: `running` False only when someone stopped it (the UI, the CLI);
+    `last_tick_at` is its latest tick, None before the daemon first evaluated it."""
+
+    name: str
+    running: bool
+    last_tick_at: datetime | None
+
+
+def schedule_state(instance: dg.DagsterInstance, name: str, *, default_running: bool) -> ScheduleState:
+    """The stored state of the schedule called `name`, read from the instance without loading the code location.
+
+    The daemon stores a state the first time it evaluates a schedule, and the UI stores STOPPED / RUNNING when
+    someone toggles it; with no stored state the schedule runs as its code declares (`default_running`)."""
+    states = [
+        s
+        for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+        if s.instigator_name == name
+    ]
+    if not states:
+        return ScheduleState(name, default_running, None)
+    running = any(s.status != InstigatorStatus.STOPPED for s in states)
+    last: datetime | None = None
+    for s in states:
+        for tick in instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1):
+            at = datetime.fromtimestamp(tick.timestamp, UTC)
+            last = at if last is None or at > last else last
+    return ScheduleState(name, running, last)
+
+
+def cron_ticks(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
+    """The ticks of `cron` in `timezone` after `after`, as Dagster's scheduler computes them, in UTC."""
+    for tick in cron_string_iterator(after.timestamp(), cron, timezone):
+        if tick.timestamp() > after.timestamp():
+            yield tick.astimezone(UTC)
+
+
+def recorded_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, name: str, *, since: datetime, limit: int = 500
+) -> list[tuple[datetime, float]]:
+    """(time, value) of the numeric metadata entry `name` of the asset's materializations after `since`, oldest
+    first (at most the latest `limit`)."""
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_timestamp=since.timestamp()), limit=limit
+    )
+    values: list[tuple[datetime, float]] = []
+    for record in result.records:
+        materialization = record.asset_materialization
+        entry = materialization.metadata.get(name) if materialization is not None else None
+        if entry is not None and isinstance(entry.value, int | float) and not isinstance(entry.value, bool):
+            values.append((datetime.fromtimestamp(record.timestamp, UTC), float(entry.value)))
+    return sorted(values)

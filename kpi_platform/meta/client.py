@@ -34,6 +34,7 @@ from kpi_platform.meta.errors import (
     classify,
     redact,
 )
+from kpi_platform.meta.pacing import Pacer, read_usage
 
 #: (connect, read) seconds for every request.
 DEFAULT_TIMEOUT: tuple[float, float] = settings.HTTP_TIMEOUT
@@ -82,6 +83,8 @@ class InsightsFetch:
 
     `requests` counts HTTP attempts, `retries` the attempts that were repeated, `throttle_wait_s` the seconds
     slept because Meta throttled, `splits` how often a range was halved, `source` whether the simulator answered.
+    `max_usage_pct` is the highest usage figure (percent of a Meta rate limit, ad account or app) of any response,
+    `paced_s` the seconds slept before calls because that usage was high (meta/pacing.py).
     """
 
     rows: tuple[dict, ...]
@@ -91,6 +94,8 @@ class InsightsFetch:
     source: str
     splits: int
     used_async: bool
+    max_usage_pct: float = 0.0
+    paced_s: float = 0.0
 
 
 class InsightsSource(Protocol):
@@ -116,6 +121,8 @@ class _Tally:
     simulator: bool = False
     splits: int = 0
     used_async: bool = False
+    max_usage_pct: float = 0.0
+    paced_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,11 @@ def _percent(value: object) -> int:
 
 
 class MetaInsightsClient:
-    """Campaign-level daily insights for one ad account at a time. The client owns `session` and closes it."""
+    """Campaign-level daily insights for one ad account at a time. The client owns `session` and closes it.
+
+    The usage headers of every response are read; with a `pacer`, each call first waits as the latest usage of
+    its ad account and the app says (meta/pacing.py), and each response's usage is recorded for the next call.
+    """
 
     def __init__(
         self,
@@ -196,6 +207,7 @@ class MetaInsightsClient:
         backoff_max_s: float = 60.0,
         max_throttle_wait_s: float = 900,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -214,6 +226,7 @@ class MetaInsightsClient:
             initial=backoff_base_s, max=backoff_max_s, jitter=backoff_base_s
         )
         self._log = logger or logging.getLogger(__name__)
+        self._pacer = pacer
         redact_url_loggers()
 
     def __repr__(self) -> str:
@@ -237,8 +250,9 @@ class MetaInsightsClient:
         partial result. Ranges longer than `async_threshold_days` use an async report run; a range Meta finds
         too large is halved until it fits (a single day that is still too large raises `QueryTooLarge`).
 
-        Raises a `MetaApiError` subclass: `TokenInvalid` / `PermissionDenied` at once, `Throttled` when Meta asks
-        for a wait beyond `max_throttle_wait_s`, the last error once `max_attempts` attempts of one request failed.
+        Raises a `MetaApiError` subclass: `TokenInvalid` / `PermissionDenied` at once, `Throttled` when Meta (or the
+        pacer, from the usage headers) asks for a wait beyond `max_throttle_wait_s`, the last error once
+        `max_attempts` attempts of one request failed.
         """
         if until < since:
             raise ValueError(f"date range for client '{client_id}' ends ({until}) before it starts ({since})")
@@ -253,6 +267,8 @@ class MetaInsightsClient:
             source=settings.SOURCE_SIMULATOR if tally.simulator else settings.SOURCE_META,
             splits=tally.splits,
             used_async=tally.used_async,
+            max_usage_pct=tally.max_usage_pct,
+            paced_s=tally.paced_s,
         )
 
     # --- date ranges ------------------------------------------------------------------------------------------
@@ -450,8 +466,12 @@ class MetaInsightsClient:
     def _attempt(
         self, call: _Call, method: str, url: str, params: Mapping[str, str] | None, valid: Validator
     ) -> dict:
-        call.tally.requests += 1
         secrets = (self._token,)
+        if self._pacer is not None:
+            call.tally.paced_s += self._pacer.before_call(
+                call.account, max_wait_s=self._max_throttle_wait_s, client_id=call.client_id, secrets=secrets
+            )
+        call.tally.requests += 1
         query = dict(params or {})
         # `paging.next` already carries the token; other URLs get it added, but only on our own API host.
         if "access_token" not in parse_qs(urlsplit(url).query) and self._is_own_host(url):
@@ -478,6 +498,13 @@ class MetaInsightsClient:
             ) from None
         if response.headers.get(SIMULATOR_HEADER):
             call.tally.simulator = True
+        # Every response, errors included: the usage it reports paces the next call (of any run, with a pacer).
+        if self._pacer is not None:
+            usage = self._pacer.after_response(call.account, response.headers)
+        else:
+            usage = read_usage(response.headers)
+        if usage is not None:
+            call.tally.max_usage_pct = max(call.tally.max_usage_pct, usage.max_pct)
         try:
             body = response.json()
         except ValueError:

@@ -16,9 +16,10 @@ from kpi_platform import settings
 
 REDACTED = "***"
 
-# `access_token=...` in query strings and form bodies, and `"access_token": "..."` in JSON text.
-_TOKEN_QUERY = re.compile(r"(access_token=)[^&#\s\"'<>]+", re.IGNORECASE)
-_TOKEN_JSON = re.compile(r"(\"access_token\"\s*:\s*\")[^\"]*(\")", re.IGNORECASE)
+# `access_token=...` (and `input_token=...`, the token `debug_token` inspects) in query strings and form bodies,
+# and `"access_token": "..."` / `"input_token": "..."` in JSON text.
+_TOKEN_QUERY = re.compile(r"((?:access|input)_token=)[^&#\s\"'<>]+", re.IGNORECASE)
+_TOKEN_JSON = re.compile(r"(\"(?:access|input)_token\"\s*:\s*\")[^\"]*(\")", re.IGNORECASE)
 
 #: 190 subcodes Meta documents for invalid sessions (docs §2.4): app removed, checkpoint, password changed,
 #: expired, unconfirmed user, logged out / invalid.
@@ -31,7 +32,8 @@ RUNBOOK_TOKEN = "README › Runbook › Rotating the token"
 
 
 def redact(text: object, secrets: Iterable[str | None] = ()) -> str:
-    """`text` as a string with every secret (raw or URL-encoded) and every `access_token` value replaced."""
+    """`text` as a string with every secret (raw or URL-encoded) and every `access_token` / `input_token` value
+    replaced."""
     out = str(text)
     for secret in secrets:
         if not secret:

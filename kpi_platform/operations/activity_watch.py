@@ -5,7 +5,8 @@ Plain functions over facts read from the warehouse (stored snapshots) and from D
 snapshot job's failures in a row, gathered by `defs/`), so the decisions are tested with a fixed clock.
 
 Due days: the snapshot of day D (UTC) is due from 02:00 UTC on D + 1 (`activity.snapshot.SNAPSHOT_DUE_AFTER`:
-the schedule takes it at 00:30). A due day is missing while any of its five metrics is not stored. Days are
+the schedule takes it at 00:30). A due day is missing while any metric collected (`activity.metrics
+.collection_plan`: the active definitions with a collector; the five built-in ones by default) is not stored. Days are
 judged over the last `HORIZON_DAYS` due days; the healer requests missing ones within that horizon, older ones are
 left to a person (the further back, the more rows deleted since, see README › Late snapshots).
 """
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 import sqlalchemy as sa
 
 from kpi_platform import settings
-from kpi_platform.activity.metrics import CATEGORY
+from kpi_platform.activity.metrics import COUNT, collection_plan
 from kpi_platform.activity.snapshot import last_due_day, missing_metrics
 from kpi_platform.keys import contiguous
 from kpi_platform.operations.alerts import RUNBOOK, Alert, Severity
@@ -60,7 +61,8 @@ def due_window(now_utc: datetime, horizon_days: int = HORIZON_DAYS) -> tuple[dat
 @dataclass(frozen=True)
 class ActivityFacts:
     """The stored snapshots as judged at `now_utc`: the due window, its missing days (day → missing metrics),
-    how many of its days were stored late, and when the newest snapshot was taken (None: nothing stored)."""
+    how many of its days were stored late, when the newest snapshot was taken (None: nothing stored), and the
+    metrics each day must have (the collected ones)."""
 
     now_utc: datetime
     start: date
@@ -69,6 +71,7 @@ class ActivityFacts:
     newest_collected_at: datetime | None
     late_days: int = 0
     expected_days: int = 0
+    expected_metrics: tuple[str, ...] = settings.ACTIVITY_METRICS
 
     @property
     def hours_since_snapshot(self) -> float | None:
@@ -88,12 +91,12 @@ class ActivityFacts:
 
 
 def newest_snapshot_at(warehouse: Warehouse) -> datetime | None:
-    """When the newest stored activity snapshot was taken: max(collected_at) of the category's rows.
+    """When the newest stored activity snapshot was taken: max(collection_timestamp) of the `count` rows.
 
     A snapshot run writes every day it stores with the moment it read the application database, so this is the
     latest successful snapshot that stored anything (a late one for an old day included)."""
     table = schema.daily_metrics
-    query = sa.select(sa.func.max(table.c.collected_at)).where(table.c.metric_category == CATEGORY)
+    query = sa.select(sa.func.max(table.c.collection_timestamp)).where(table.c.metric_type == COUNT)
     with warehouse.engine.connect() as conn:
         return as_utc(conn.execute(query).scalar())
 
@@ -111,19 +114,20 @@ def read_activity_facts(
         raise ValueError("now_utc must be timezone-aware")
     now_utc = now_utc.astimezone(UTC)
     start, end = due_window(now_utc, horizon_days)
+    expected_metrics = collection_plan(warehouse.metric_definitions()).collected
     missing: dict[date, list[str]] = {}
     late: set[date] = set()
     expected = 0
     if start <= end:
         expected = (end - start).days + 1
-        stored = warehouse.read_daily_metrics(start=start, end=end, categories=[CATEGORY])
-        missing.update(missing_metrics(stored, start=start, end=end))
+        stored = warehouse.read_daily_metrics(start=start, end=end, types=[COUNT])
+        missing.update(missing_metrics(stored, start=start, end=end, metrics=expected_metrics))
         for day, meta in zip(stored["metric_date"], stored["metadata"], strict=True):
             if isinstance(meta, Mapping) and meta.get("late") is True:
                 late.add(day)
     for day in sorted({d for d in also_days if d < start}):
-        stored = warehouse.read_daily_metrics(start=day, end=day, categories=[CATEGORY])
-        missing.update(missing_metrics(stored, start=day, end=day))
+        stored = warehouse.read_daily_metrics(start=day, end=day, types=[COUNT])
+        missing.update(missing_metrics(stored, start=day, end=day, metrics=expected_metrics))
     return ActivityFacts(
         now_utc=now_utc,
         start=start,
@@ -132,6 +136,7 @@ def read_activity_facts(
         newest_collected_at=newest_snapshot_at(warehouse),
         late_days=len(late),
         expected_days=expected,
+        expected_metrics=expected_metrics,
     )
 
 
@@ -167,7 +172,7 @@ def day_of_missing_key(key: str) -> date | None:
 def activity_alerts(facts: ActivityFacts, streak: FailureStreak) -> list[Alert]:
     """The activity problems at `facts.now_utc`; sync them with scope `ACTIVITY_PREFIX`, so each resolves once fixed.
 
-    * `activity:missing:<day>` MEDIUM (a warning): a due day without all five metrics stored. Resolves when the
+    * `activity:missing:<day>` MEDIUM (a warning): a due day without all its metrics stored. Resolves when the
       day is stored (by the healer, the schedule or a person).
     * `activity:snapshot_failing` MEDIUM from the first failed snapshot run, CRITICAL from `FAILURES_CRITICAL`
       failures in a row (the notifier sends it again when it becomes CRITICAL). Resolves with the next success.
@@ -177,7 +182,9 @@ def activity_alerts(facts: ActivityFacts, streak: FailureStreak) -> list[Alert]:
     for day in sorted(facts.missing):
         metrics = list(facts.missing[day])
         which = (
-            "all five metrics" if len(metrics) == len(settings.ACTIVITY_METRIC_TYPES) else ", ".join(metrics)
+            f"all {len(metrics)} metrics"
+            if len(metrics) == len(facts.expected_metrics)
+            else ", ".join(metrics)
         )
         alerts.append(
             Alert(
@@ -185,7 +192,7 @@ def activity_alerts(facts: ActivityFacts, streak: FailureStreak) -> list[Alert]:
                 Severity.MEDIUM,
                 f"Activity snapshot missing for {day}",
                 f"The platform activity snapshot of {day} (UTC) was due at 02:00 UTC the next day and lacks "
-                f"{which} (expected: {', '.join(settings.ACTIVITY_METRIC_TYPES)}).\n"
+                f"{which} (expected: {', '.join(facts.expected_metrics)}).\n"
                 "What to do: activity_gap_healing_sensor requests missing days of the last "
                 f"{HORIZON_DAYS} days by itself (a late snapshot cannot count rows deleted since that day, and "
                 "is labelled `late`); if the day stays missing, read the failed runs of activity_snapshot_job and "

@@ -92,12 +92,18 @@ CHECKS: tuple[CheckEntry, ...] = (
     CheckEntry(
         "quality_score_acceptable",
         KPI_WAREHOUSE_ASSET,
-        "Average quality score (0-100 per client-day: CTR, CPC, spend and clicks within the client's "
-        "thresholds) over the last 30 days is at least 75 for every client.",
+        "Every client's average quality score over the last 30 days is above its target (default 95). A "
+        "client-day's score is the share of five checks passed: has data, spend above 0 and within 0-10,000, "
+        "clicks within 0-100,000, CTR within 0.1-10 %, CPC within 0.10-50 (limits in the client's currency, "
+        "per client in clients.yaml); idle days are not scored. Lists the days' stored issues, days whose "
+        "conversions exceed 10 % of clicks, and each client's conversion tracking (converting, zero "
+        "conversions, tracking not configured).",
         CheckSeverity.WARN,
         Severity.MEDIUM,
-        "CTR, CPC, spend or clicks are outside the client's thresholds: review the days named and the thresholds "
-        "in clients.yaml.",
+        'Read the issues of the days listed (e.g. "cpc 72.10 above 50.00 EUR"): compare those days with Ads '
+        "Manager and re-collect them if they differ; if the client's normal changed, adjust its limits in "
+        'clients.yaml. A conversion rate above 10 % or "tracking not configured" means checking the client\'s '
+        "conversion events in Events Manager.",
         warehouse_wide=True,
     ),
     CheckEntry(
@@ -143,7 +149,8 @@ CHECKS: tuple[CheckEntry, ...] = (
         "daily_activity_snapshot__all_metrics_present",
         ACTIVITY_SNAPSHOT_ASSET,
         "Every day of the run's range (or, run alone, every day from the first to the last stored one) has all "
-        "five platform metrics stored. Lists the incomplete days and their missing metrics.",
+        "collected platform metrics stored (the active definitions with a collector; inactive ones are not "
+        "expected). Lists the incomplete days and their missing metrics.",
         CheckSeverity.ERROR,
         Severity.MEDIUM,
         "A snapshot day is incomplete: re-materialize the days named (a late snapshot counts the rows still "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -10,7 +11,55 @@ from zoneinfo import ZoneInfo
 from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.keys import ClientRange, client_day_key, contiguous, keys_of_range, parse_key
+from kpi_platform.quality.history import ClientHistory
 from kpi_platform.quality.rules import required_day
+
+# --- Run time bounds --------------------------------------------------------------------------------------------
+
+#: Dagster's run tag read by the run-monitoring daemon (`run_monitoring` in dagster.yaml): a run still going this
+#: many seconds after it started is canceled and marked failed (Dagster exports it as `MAX_RUNTIME_SECONDS_TAG`).
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+#: Every collection run's allowance before its days: the worst case of a healthy one-day run, which is Meta
+#: throttling it twice for the longest wait the client accepts (2 × 15 min), plus its own retries.
+MAX_RUNTIME_BASE_S = 1800.0
+#: Each day of the range adds this much: paging, an async report's wait and the write, with room to spare (a
+#: simulated year of one client takes seconds; a real one, minutes).
+MAX_RUNTIME_PER_DAY_S = 60.0
+#: No collection run is allowed more than this, whatever its range: a hung year-long run gives its slot back
+#: within 6 h. dagster.yaml's `run_monitoring.max_runtime_seconds` is the same bound for runs without the tag.
+MAX_RUNTIME_CAP_S = 6 * 3600.0
+
+
+def max_runtime_seconds(days: int) -> int:
+    """The time bound of a collection run over `days` client-days: `MAX_RUNTIME_BASE_S + MAX_RUNTIME_PER_DAY_S ×
+    days`, at most `MAX_RUNTIME_CAP_S` (production: 1 day 31 min, the 28-day lookback 58 min, 90 days 2 h, a
+    year 6 h). It bounds a hung run, not a slow one: the run-monitoring daemon ends a run past it, and gap
+    healing requests its days again."""
+    if days < 1:
+        raise ValueError(f"a collection run covers at least one day, got {days}")
+    return int(min(MAX_RUNTIME_CAP_S, MAX_RUNTIME_BASE_S + MAX_RUNTIME_PER_DAY_S * days))
+
+
+def max_runtime_tags(days: int) -> dict[str, str]:
+    """`{MAX_RUNTIME_TAG: seconds}` for a collection run over `days` client-days."""
+    return {MAX_RUNTIME_TAG: str(max_runtime_seconds(days))}
+
+
+def missing_max_runtime_tag(run_tags: Mapping[str, str], days: int) -> dict[str, str]:
+    """The time bound a collection run adds to itself when it starts without one (a UI backfill's run, a
+    `dagster asset materialize`); nothing for a run that has one. The monitoring daemon reads the run's tags at
+    every poll, so a bound added at the start of the step is enforced from then on."""
+    if MAX_RUNTIME_TAG in run_tags:
+        return {}
+    return max_runtime_tags(days)
+
+
+#: The daily collection's job and schedule: an hourly tick (UTC) at which every active client whose local clock
+#: reads its collection hour gets its run (`plan_daily_collection`).
+DAILY_COLLECTION_JOB = "daily_collection_job"
+DAILY_COLLECTION_SCHEDULE = "daily_collection_schedule"
+DAILY_COLLECTION_CRON = "5 * * * *"
+DAILY_COLLECTION_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -24,11 +73,14 @@ class CollectionRequest:
     reason: str
 
     def tags(self) -> dict[str, str]:
-        """Range tags make one run over the whole range (the same way a single-run backfill does)."""
+        """Range tags make one run over the whole range (the same way a single-run backfill does); the run's
+        time bound is scaled to the range (`max_runtime_seconds`)."""
+        rng = ClientRange(self.client_id, self.start, self.end)
         return {
-            **ClientRange(self.client_id, self.start, self.end).tags(),
+            **rng.tags(),
             settings.CLIENT_TAG: self.client_id,
             "kpi/reason": self.reason,
+            **max_runtime_tags(rng.days),
         }
 
 
@@ -164,10 +216,11 @@ def collection_due_day(client: Client, now_utc: datetime) -> date:
 
 
 def healing_window(client: Client, now_utc: datetime, horizon_days: int) -> tuple[date, date]:
-    """The `horizon_days` days ending at the client's due day, not before the first partition (may be empty)."""
+    """The `horizon_days` days ending at the client's due day, not before the first partition nor the client's
+    `start_date` (may be empty)."""
     end = collection_due_day(client, now_utc)
     start = max(date.fromisoformat(settings.PARTITIONS_START_DATE), end - timedelta(days=horizon_days - 1))
-    return start, end
+    return (start if client.start_date is None else max(start, client.start_date)), end
 
 
 def healing_keys(clients: Sequence[Client], *, now_utc: datetime, horizon_days: int) -> list[str]:
@@ -180,6 +233,53 @@ def healing_keys(clients: Sequence[Client], *, now_utc: datetime, horizon_days: 
     return keys
 
 
+def _days_back(client_id: str, ranges: Sequence[tuple[date, date]]) -> Iterator[tuple[int, str]]:
+    for start, end in ranges:
+        for n in range((end - start).days + 1):
+            day = end - timedelta(days=n)
+            yield -day.toordinal(), client_id
+
+
+def history_gap_keys(
+    histories: Mapping[str, ClientHistory],
+    *,
+    before: Mapping[str, date],
+    failures: Mapping[str, FailureMemory],
+    now_ts: float,
+    max_days: int,
+) -> list[str]:
+    """Missing days of each client's history older than its healing window (before its `before` day), newest first
+    across clients: up to `max_days` of them that may be requested, plus those held back on the way (cooling down
+    or given up), which count against nothing so that days a person must fix never starve the older gaps.
+
+    The warehouse says these days are missing (`quality.history`); Dagster's statuses, read for these keys only,
+    still say whether they are queued, running or failed. Days beyond `max_days` wait for later ticks.
+    """
+    streams = []
+    for client_id, history in histories.items():
+        cutoff = before.get(client_id)
+        if cutoff is None:
+            continue
+        older = [
+            (start, min(end, cutoff - timedelta(days=1)))
+            for start, end in history.missing_ranges
+            if start < cutoff
+        ]
+        streams.append(_days_back(client_id, older))
+    keys: list[str] = []
+    budget = max_days
+    # Each stream runs newest first, so the merge visits every client's missing days newest first overall.
+    for negative_ordinal, client_id in heapq.merge(*streams):
+        if budget <= 0:
+            break
+        key = client_day_key(client_id, date.fromordinal(-negative_ordinal))
+        keys.append(key)
+        memory = failures.get(key)
+        if memory is None or not (memory.given_up or now_ts < memory.retry_at()):
+            budget -= 1
+    return keys
+
+
 def prune_failures(
     failures: Mapping[str, FailureMemory],
     *,
@@ -187,18 +287,28 @@ def prune_failures(
     now_utc: datetime,
     horizon_days: int,
     statuses: Mapping[str, str | None],
+    histories: Mapping[str, ClientHistory] | None = None,
 ) -> dict[str, FailureMemory]:
-    """The failure memory the cursor keeps: active clients' days from their window start on, not materialized.
+    """The failure memory the cursor keeps: active clients' days from their window start on, not materialized, and
+    with `histories`, the older days of their history the warehouse still misses (a given-up day stays given up
+    once it is older than the window; a day stored meanwhile, by a backfill say, is forgotten).
 
     Days after the due day are kept: a schedule run can fail for yesterday before the healer's due day reaches it,
     and that failure should still cool the day down once it is due.
     """
+    histories = histories or {}
     starts = {c.id: healing_window(c, now_utc, horizon_days)[0] for c in clients if c.active}
     kept: dict[str, FailureMemory] = {}
     for key, memory in failures.items():
         client_id, day = parse_key(key)
-        in_window = client_id in starts and day >= starts[client_id]
-        if in_window and statuses.get(key) != MATERIALIZED:
+        if client_id not in starts:
+            continue
+        if day >= starts[client_id]:
+            keep = statuses.get(key) != MATERIALIZED
+        else:
+            history = histories.get(client_id)
+            keep = history is not None and history.is_missing(day)
+        if keep:
             kept[key] = memory
     return kept
 

@@ -9,6 +9,13 @@ From one health report (`operations.health.build_health_report`) and the warehou
   check. A degraded check does not alert. Synced with scope `HEALTH_ALERT_PREFIX`, so a check that recovers
   sends "resolved"; a check absent from this report (not evaluated, e.g. while the instance cannot be opened)
   keeps its open problem as it is: not evaluated is not recovered.
+* raises `health:score_low` (HIGH) while the report's score has stayed below `SCORE_LOW_BELOW` (80) for more
+  than `SCORE_LOW_FOR` (1 h): judged from the scores the health report asset recorded (its materializations'
+  `score`, every 15 minutes) and this report's own. Resolved once a report scores 80 or more; kept as it is when
+  the recorded scores cannot be read.
+* raises one alert per roadmap success rate whose 7-day value is below its target, key `success_rate:<rate>`
+  (MEDIUM: data late, incomplete or repaired too slowly; `operations/health/success_rates.py`), resolved once it
+  is back on target; kept as it is while the rates cannot be evaluated.
 * syncs the missing-clients escalation (`operations.missing_clients`), the same alert `alert_sync_sensor` syncs.
 * pings the outbound heartbeat `KPI_HEARTBEAT_URL` (HTTP GET) when nothing is unhealthy (status healthy or
   degraded), so an outside uptime monitor notices when the pings stop: the host, cron or the platform died, or
@@ -23,9 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import requests
@@ -43,6 +50,7 @@ from kpi_platform.operations.alerts import (
     redacted_logs,
 )
 from kpi_platform.operations.health import HealthReport, HealthStatus
+from kpi_platform.operations.health.success_rates import ALERT_WINDOW_DAYS, TARGETS_BY_NAME
 from kpi_platform.operations.missing_clients import (
     MISSING_CLIENTS_PREFIX,
     escalation_hours_from_env,
@@ -53,6 +61,16 @@ from kpi_platform.warehouse import Warehouse
 logger = logging.getLogger(__name__)
 
 HEALTH_ALERT_PREFIX = "health:"
+SUCCESS_RATE_ALERT_PREFIX = "success_rate:"
+#: The report's score below this for longer than `SCORE_LOW_FOR` raises `SCORE_LOW_KEY`.
+SCORE_LOW_BELOW = 80.0
+SCORE_LOW_FOR = timedelta(hours=1)
+SCORE_LOW_KEY = f"{HEALTH_ALERT_PREFIX}score_low"
+#: How far back the recorded scores are read: the hour judged, and two more so a missed evaluation or two of the
+#: 15-minute asset still leaves a score older than an hour.
+SCORE_HISTORY_SPAN = timedelta(hours=3)
+#: The report's entry with the success rates (`operations/health/success_rates.py`).
+SUCCESS_RATES_CHECK = "success_rates"
 #: Checks whose unhealthy status means nothing is scheduled, sensed or launched (and no sensor alerts either).
 CRITICAL_HEALTH_CHECKS = frozenset({"daemon", "dagster_instance"})
 #: (connect, read) seconds for the heartbeat GET: a slow monitor must not hold the watchdog up.
@@ -72,6 +90,11 @@ CHECK_ADVICE: Mapping[str, str] = {
     "runs, the token and the breakers.",
     "asset_checks": "a blocking asset check failed, so data was refused: read the check's failed rules in the UI.",
     "circuit_breakers": "the API-wide circuit breaker is open: every run fails fast (see Circuit breaker open).",
+    "token": "the Meta access token expires within a day, lacks ads_read or is invalid, or its daily check keeps "
+    "failing (ticks of meta_token_check_sensor): issue and deploy a new token (see Rotating the token).",
+    "forecast_accuracy": "no forecast has been made for 3 days: the daily `kpi_forecasts_job` did not run or "
+    "keeps failing; read its last run, check `kpi_forecasts_schedule` and the daemon. Collected data is not "
+    "affected.",
 }
 NO_CHANNEL = (
     "alerts: no channel configured (set KPI_ALERT_SLACK_WEBHOOK, KPI_ALERT_DISCORD_WEBHOOK or KPI_ALERT_SMTP_*): "
@@ -81,14 +104,15 @@ NO_CHANNEL = (
 
 @dataclass(frozen=True)
 class WatchdogResult:
-    """What one watchdog pass did. `health` / `collection` are None when that scope could not be synced;
-    `heartbeat` is `pinged`, `failed`, `withheld` (something is unhealthy) or `off` (no KPI_HEARTBEAT_URL);
-    `lines` are for stderr, free of secrets."""
+    """What one watchdog pass did. `health` / `collection` / `rates` are None when that scope could not be synced
+    (`rates` also when the report has no success rates); `heartbeat` is `pinged`, `failed`, `withheld` (something
+    is unhealthy) or `off` (no KPI_HEARTBEAT_URL); `lines` are for stderr, free of secrets."""
 
     health: SyncResult | None
     collection: SyncResult | None
     heartbeat: str
     lines: tuple[str, ...]
+    rates: SyncResult | None = None
 
 
 def _utcnow() -> datetime:
@@ -124,13 +148,99 @@ def health_alerts(report: HealthReport, *, secrets: Iterable[str | None] = ()) -
     return alerts
 
 
+def low_score_since(samples: Iterable[tuple[datetime, float]]) -> datetime | None:
+    """When the latest unbroken stretch of scores below `SCORE_LOW_BELOW` began (the earliest sample of it), or
+    None when the latest score is not below. Between two samples below, the score counts as below."""
+    since: datetime | None = None
+    for at, score in sorted(samples):
+        since = (since or at) if score < SCORE_LOW_BELOW else None
+    return since
+
+
+def score_low_alert(report: HealthReport, recorded: Sequence[tuple[datetime, float]]) -> Alert | None:
+    """`SCORE_LOW_KEY` when the scores `recorded` before `report`, and the report's own, have stayed below
+    `SCORE_LOW_BELOW` for more than `SCORE_LOW_FOR`; None otherwise."""
+    samples = [*(s for s in recorded if s[0] < report.generated_at), (report.generated_at, report.score)]
+    since = low_score_since(samples)
+    if since is None or report.generated_at - since <= SCORE_LOW_FOR:
+        return None
+    worst_checks = sorted(
+        (c for c in report.checks if c.weight > 0 and c.score < 100), key=lambda c: (c.score, c.name)
+    )
+    listed = ", ".join(f"{c.name} {c.score:g}" for c in worst_checks[:5]) or "none"
+    hours = (report.generated_at - since).total_seconds() / 3600.0
+    body = "\n".join(
+        [
+            f"The platform's health score has stayed below {SCORE_LOW_BELOW:g} for {hours:.1f} h (since "
+            f"{since:%Y-%m-%d %H:%M} UTC); now {report.score:g}/100, {report.status.value}.",
+            f"Lowest checks: {listed}.",
+            "What to do: run `kpi-platform health` and work through its unhealthy and degraded checks.",
+            f"See {RUNBOOK} › Alerts.",
+        ]
+    )
+    return Alert(
+        SCORE_LOW_KEY, Severity.HIGH, f"Health score below {SCORE_LOW_BELOW:g} for over an hour", body
+    )
+
+
+def success_rate_alerts(report: HealthReport) -> list[Alert] | None:
+    """One alert per success rate whose `ALERT_WINDOW_DAYS` value is below its target, key
+    `success_rate:<rate>`; None when the report has no evaluated `success_rates` entry (nothing to judge)."""
+    try:
+        check = report.check(SUCCESS_RATES_CHECK)
+    except KeyError:
+        return None
+    if "rates" not in check.details:
+        return None
+    alerts = []
+    for rate in check.details["rates"]:
+        if rate["window_days"] != ALERT_WINDOW_DAYS or rate["met"] is not False:
+            continue
+        target = TARGETS_BY_NAME[rate["rate"]]
+        unit = " %" if target.unit == "%" else ""
+        counted = (
+            f"mean of {rate['total']} delivered days"
+            if target.unit != "%"
+            else f"{rate['good']:g} of {rate['total']}"
+        )
+        body = "\n".join(
+            [
+                f"{target.label.capitalize()} over the last {ALERT_WINDOW_DAYS} days is {rate['value']:g}{unit} "
+                f"({counted}); the target is {target.describe()} (report at {report.generated_at:%Y-%m-%d %H:%M} UTC).",
+                "What to do: `kpi-platform health` shows every rate per day and over 7 and 30 days, and the failed "
+                "collections; README › Success rates defines each.",
+                f"See {RUNBOOK} › Alerts.",
+            ]
+        )
+        alerts.append(
+            Alert(
+                f"{SUCCESS_RATE_ALERT_PREFIX}{target.name}",
+                Severity.MEDIUM,
+                f"{target.label.capitalize()} below target ({rate['value']:g}{unit}, {ALERT_WINDOW_DAYS} d)",
+                body,
+            )
+        )
+    return alerts
+
+
 def health_problems(
-    report: HealthReport, open_problems: Iterable[OpenProblem], *, secrets: Iterable[str | None] = ()
+    report: HealthReport,
+    open_problems: Iterable[OpenProblem],
+    *,
+    secrets: Iterable[str | None] = (),
+    score_history: Sequence[tuple[datetime, float]] | None = None,
 ) -> list[Alert]:
-    """The alerts to sync with scope `HEALTH_ALERT_PREFIX`: `health_alerts(report)`, plus each open problem of
-    a check absent from the report, unchanged (a check not evaluated this time is not recovered)."""
+    """The alerts to sync with scope `HEALTH_ALERT_PREFIX`: `health_alerts(report)`, `score_low_alert` judged on
+    `score_history` (the recorded scores; None when they could not be read), plus each open problem of a check
+    absent from the report, unchanged (a check not evaluated this time is not recovered), and the open score alert
+    when the history could not be read."""
     alerts = health_alerts(report, secrets=secrets)
     evaluated = {f"{HEALTH_ALERT_PREFIX}{check.name}" for check in report.checks}
+    if score_history is not None:
+        evaluated.add(SCORE_LOW_KEY)
+        low = score_low_alert(report, score_history)
+        if low is not None:
+            alerts.append(low)
     for problem in open_problems:
         if problem.key.startswith(HEALTH_ALERT_PREFIX) and problem.key not in evaluated:
             body = (
@@ -174,8 +284,11 @@ def run_watchdog(
     clock: Callable[[], datetime] = _utcnow,
     log: logging.Logger = logger,
     session: requests.Session | None = None,
+    score_history: Sequence[tuple[datetime, float]] | None = None,
 ) -> WatchdogResult:
-    """Alert on `report` and the missing clients, then ping the heartbeat if nothing is unhealthy.
+    """Alert on `report`, its success rates and the missing clients, then ping the heartbeat if nothing is
+    unhealthy. `score_history` are the scores the health report asset recorded (time, score), None when they could
+    not be read (the score alert is then left as it is).
 
     `warehouse` None means it could not be opened: nothing can be recorded there, so nothing is sent (a message
     every 5 minutes for as long as it is down would drown the channels) and the heartbeat is withheld, which is
@@ -191,6 +304,7 @@ def run_watchdog(
     lines: list[str] = []
     health: SyncResult | None = None
     collection: SyncResult | None = None
+    rates: SyncResult | None = None
 
     def failed(what: str, exc: Exception) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -204,17 +318,23 @@ def run_watchdog(
             lines.append(NO_CHANNEL)
         try:
             open_now = notifier.open_problems(scope_prefix=HEALTH_ALERT_PREFIX)
-            problems = health_problems(report, open_now, secrets=secrets)
+            problems = health_problems(report, open_now, secrets=secrets, score_history=score_history)
             health = notifier.sync(problems, HEALTH_ALERT_PREFIX)
         except Exception as exc:  # noqa: BLE001 - the watchdog reports its own failures and goes on
             failed("health", exc)
+        try:
+            below = success_rate_alerts(report)
+            if below is not None:
+                rates = notifier.sync(below, SUCCESS_RATE_ALERT_PREFIX)
+        except Exception as exc:  # noqa: BLE001 - as above
+            failed("success rates", exc)
         try:
             hours = escalation_hours_from_env(env, log=log)
             current = missing_client_alerts(warehouse, now_utc=report.generated_at, escalation_hours=hours)
             collection = notifier.sync(current, MISSING_CLIENTS_PREFIX)
         except Exception as exc:  # noqa: BLE001 - as above
             failed("missing clients", exc)
-        for scope, result in (("health", health), ("missing clients", collection)):
+        for scope, result in (("health", health), ("success rates", rates), ("missing clients", collection)):
             if result is not None:
                 lines.append(
                     f"alerts ({scope}): {len(result.open)} open, {len(result.notified)} notified, "
@@ -232,4 +352,6 @@ def run_watchdog(
         error = ping_heartbeat(url, secrets=secrets, session=session)
         heartbeat = "pinged" if error is None else "failed"
         lines.append("heartbeat: pinged" if error is None else f"heartbeat: ping failed: {error}")
-    return WatchdogResult(health=health, collection=collection, heartbeat=heartbeat, lines=tuple(lines))
+    return WatchdogResult(
+        health=health, collection=collection, heartbeat=heartbeat, lines=tuple(lines), rates=rates
+    )

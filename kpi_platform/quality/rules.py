@@ -350,28 +350,33 @@ def split_days(
 
 # --- 3. quality score -------------------------------------------------------------------------------------------
 
+#: The checks a client-day's quality score is the share of, in the order its issues are listed.
+SCORED_CHECKS: tuple[str, ...] = ("has_data", "spend", "clicks", "ctr", "cpc")
+#: Consistency rules: a failure is listed among the day's issues but does not lower its score.
+CONSISTENCY_CHECKS: tuple[str, ...] = ("conversion_rate",)
+QUALITY_CHECKS: tuple[str, ...] = (*SCORED_CHECKS, *CONSISTENCY_CHECKS)
+#: Inclusive limits tolerate this relative rounding residue of a recomputed ratio (0.1 % from 1 click in 1,000).
+_LIMIT_RTOL = 1e-9
+
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Plausible ranges for one client's days. A `None` maximum means "within PLAUSIBLE_MEDIAN_FACTOR × the
-    client's median over the scored frame" (median of its days with spend, resp. clicks)."""
+    """One client's limits for its delivered days; money in the client's currency, every range inclusive.
 
+    The defaults are the platform's (clients.yaml overrides them per client, `collect.client_thresholds`):
+    spend 0-10,000 and above 0, clicks 0-100,000, CTR 0.1-10 %, CPC 0.10-50, and conversions at most 10 % of the
+    clicks (more is suspicious: usually events counted twice or clicks counted as conversions).
+    """
+
+    min_daily_spend: float = 0.0
+    max_daily_spend: float = 10_000.0
+    min_daily_clicks: float = 0
+    max_daily_clicks: float = 100_000
     ctr_pct_min: float = 0.1
     ctr_pct_max: float = 10.0
     cpc_min: float = 0.10
     cpc_max: float = 50.0
-    max_daily_spend: float | None = None
-    max_daily_clicks: float | None = None
-
-
-PLAUSIBLE_MEDIAN_FACTOR = 5.0
-#: Points deducted from 100 per violated rule; all four violated gives 0.
-SCORE_DEDUCTIONS: dict[str, float] = {
-    "ctr_out_of_range": 25.0,
-    "cpc_out_of_range": 25.0,
-    "spend_implausible": 25.0,
-    "clicks_implausible": 25.0,
-}
+    max_conversion_rate_pct: float = 10.0
 
 
 def _idle(days: pd.DataFrame) -> pd.Series:
@@ -380,15 +385,12 @@ def _idle(days: pd.DataFrame) -> pd.Series:
     return (days["spend"] == 0) & (days["impressions"] == 0)
 
 
-def quality_violations(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.DataFrame:
-    """One boolean column per SCORE_DEDUCTIONS rule, aligned to `days.index`; idle days violate nothing.
+def _within(values: pd.Series, low: pd.Series, high: pd.Series) -> pd.Series:
+    return (values >= low - _LIMIT_RTOL * low.abs()) & (values <= high + _LIMIT_RTOL * high.abs())
 
-    CTR and CPC are recomputed from clicks, impressions and spend, so a stored ratio cannot hide a problem;
-    a ratio without a denominator (no impressions, no clicks) is not judged. Clients missing from
-    `thresholds` get `Thresholds()`.
-    """
-    original_index = days.index
-    days = days.reset_index(drop=True)  # groupby-transform aligns on the index, which may repeat
+
+def _limits(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.DataFrame:
+    """Each row's Thresholds as columns (clients missing from `thresholds` get `Thresholds()`)."""
     client = days["client_id"]
     known = pd.DataFrame(
         [asdict(thresholds.get(c, Thresholds())) for c in client.unique()],
@@ -397,50 +399,177 @@ def quality_violations(days: pd.DataFrame, thresholds: Mapping[str, Thresholds])
     )
     limits = known.reindex(client.to_numpy())
     limits.index = days.index
+    return limits
+
+
+def quality_checks(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.DataFrame:
+    """The outcome of every QUALITY_CHECKS check per client-day, aligned to `days.index`: True passed, False
+    failed, <NA> not applicable (nullable boolean columns).
+
+    - has_data: the day delivered something (impressions, clicks or spend above 0);
+    - spend: above 0 and within [min_daily_spend, max_daily_spend];
+    - clicks: within [min_daily_clicks, max_daily_clicks];
+    - ctr: clicks / impressions × 100 within [ctr_pct_min, ctr_pct_max], judged only with impressions;
+    - cpc: spend / clicks within [cpc_min, cpc_max], judged only with clicks;
+    - conversion_rate (consistency, not scored): conversions (the count columns) / clicks × 100 at most
+      max_conversion_rate_pct, judged only with clicks.
+
+    CTR and CPC are recomputed from the counts, so a stored ratio cannot hide a problem. An idle day (recorded
+    as idle: `delivery` 'idle') has nothing to judge: zero spend and clicks are what it records, so no check
+    applies to it.
+    """
+    original_index = days.index
+    days = days.reset_index(drop=True)  # the limits align on the index, which may repeat
+    limits = _limits(days, thresholds)
     spend = days["spend"].astype("float64")
     clicks = days["clicks"].astype("float64")
     impressions = days["impressions"].astype("float64")
+    conversions = conversion_counts(days).astype("float64")
     ctr = clicks / impressions.where(impressions > 0) * 100
     cpc = spend / clicks.where(clicks > 0)
-    median_spend = spend.where(spend > 0).groupby(client).transform("median")
-    median_clicks = clicks.where(clicks > 0).groupby(client).transform("median")
-    max_spend = limits["max_daily_spend"].fillna(PLAUSIBLE_MEDIAN_FACTOR * median_spend)
-    max_clicks = limits["max_daily_clicks"].fillna(PLAUSIBLE_MEDIAN_FACTOR * median_clicks)
-    active = ~_idle(days)
-    flags = pd.DataFrame(
-        {
-            "ctr_out_of_range": (ctr < limits["ctr_pct_min"]) | (ctr > limits["ctr_pct_max"]),
-            "cpc_out_of_range": (cpc < limits["cpc_min"]) | (cpc > limits["cpc_max"]),
-            "spend_implausible": spend > max_spend,
-            "clicks_implausible": clicks > max_clicks,
-        },
-        index=days.index,
+    rate = conversions / clicks.where(clicks > 0) * 100
+    active = ~_idle(days).to_numpy(dtype=bool)
+    outcomes = {
+        "has_data": ((impressions > 0) | (clicks > 0) | (spend > 0), active),
+        "spend": ((spend > 0) & _within(spend, limits["min_daily_spend"], limits["max_daily_spend"]), active),
+        "clicks": (_within(clicks, limits["min_daily_clicks"], limits["max_daily_clicks"]), active),
+        "ctr": (_within(ctr, limits["ctr_pct_min"], limits["ctr_pct_max"]), active & ctr.notna().to_numpy()),
+        "cpc": (_within(cpc, limits["cpc_min"], limits["cpc_max"]), active & cpc.notna().to_numpy()),
+        "conversion_rate": (
+            rate <= limits["max_conversion_rate_pct"] * (1 + _LIMIT_RTOL),
+            active & rate.notna().to_numpy(),
+        ),
+    }
+    columns = {}
+    for name, (passed, applies) in outcomes.items():
+        # A comparison with NaN (no denominator) is False; those rows are marked not applicable here.
+        values = pd.array(passed.to_numpy(dtype=bool), dtype="boolean")
+        values[~applies] = pd.NA
+        columns[name] = values
+    return pd.DataFrame(columns, index=original_index)[list(QUALITY_CHECKS)]
+
+
+def _decimals(observed: float, limit: float, digits: int) -> tuple[str, str]:
+    """Both numbers with `digits` decimals, more (up to 6) where they would otherwise read the same."""
+    while digits < 6 and f"{observed:.{digits}f}" == f"{limit:.{digits}f}" and observed != limit:
+        digits += 1
+    return f"{observed:.{digits}f}", f"{limit:.{digits}f}"
+
+
+def _count(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+
+
+#: The limits of each range check (the Thresholds fields) and the unit its issue shows ("money": the currency).
+_RANGES: dict[str, tuple[str, str, str]] = {
+    "spend": ("min_daily_spend", "max_daily_spend", "money"),
+    "clicks": ("min_daily_clicks", "max_daily_clicks", ""),
+    "ctr": ("ctr_pct_min", "ctr_pct_max", " %"),
+    "cpc": ("cpc_min", "cpc_max", "money"),
+}
+
+
+def _issue(check: str, row: Mapping[str, Any], limits: Mapping[str, float], currency: str) -> str:
+    """The issue text of one failed check: its name, the observed value and the limit it broke, e.g.
+    "cpc 72.10 above 50.00 EUR", "ctr 0.05 % below 0.10 %", "clicks 120000 above 100000"."""
+    money = f" {currency}" if currency else ""
+    if check == "has_data":
+        return (
+            f"has_data: {_count(row['impressions'])} impressions, {_count(row['clicks'])} clicks and "
+            f"spend {row['spend']:.2f}{money} on a day not recorded as idle"
+        )
+    if check == "conversion_rate":
+        rate = 100.0 * float(sum(row[c] for c in settings.CONVERSION_COUNT_COLUMNS)) / float(row["clicks"])
+        shown, most = _decimals(rate, limits["max_conversion_rate_pct"], 2)
+        return f"conversion_rate {shown} % above {most} %"
+    low, high, unit = _RANGES[check]
+    # Only a check that applied fails: CTR has impressions and CPC clicks to divide by.
+    if check == "ctr":
+        value = 100.0 * float(row["clicks"]) / float(row["impressions"])
+    elif check == "cpc":
+        value = float(row["spend"]) / float(row["clicks"])
+    else:
+        value = float(row[check])
+    limit: float
+    if value > limits[high]:
+        relation, limit = "above", limits[high]
+    elif value < limits[low]:
+        relation, limit = "below", limits[low]
+    else:  # only spend fails inside its range: a day that delivered must have spent something
+        relation, limit = "not above", 0.0
+    unit = money if unit == "money" else unit
+    if check == "clicks":
+        return f"clicks {_count(value)} {relation} {_count(limit)}"
+    shown, limit_text = _decimals(value, limit, 2)
+    observed = f"{shown} %" if check == "ctr" else shown
+    return f"{check} {observed} {relation} {limit_text}{unit}"
+
+
+@dataclass(frozen=True)
+class QualityAssessment:
+    """The checks of a frame of client-days: their outcomes, and per day its score and issues."""
+
+    checks: pd.DataFrame
+    #: 0-100: the share of the SCORED_CHECKS that apply to the day and passed; NaN where none applies (idle days).
+    scores: pd.Series
+    #: The day's issue texts (a list of str, empty when every check passed or none applied), QUALITY_CHECKS order;
+    #: each starts with its check's name, which the warehouse check counts them by.
+    issues: pd.Series
+
+
+def assess_quality(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> QualityAssessment:
+    """Score each client-day on SCORED_CHECKS and list its failed checks (consistency rules included), e.g.
+    `["cpc 72.10 above 50.00 EUR", "conversion_rate 14.29 % above 10.00 %"]`; aligned to `days.index`.
+
+    The score is 100 × passed / applicable scored checks. An idle day has no applicable check: it is not scored
+    (NaN) and so left out of every average, with an empty issues list. Money in the issues is in the day's
+    `currency` when the frame has that column.
+    """
+    checks = quality_checks(days, thresholds)
+    scored = checks[list(SCORED_CHECKS)]
+    applicable = scored.notna().sum(axis=1).astype("float64")
+    passed = scored.fillna(False).astype(bool).sum(axis=1).astype("float64")
+    scores = (100.0 * passed / applicable.where(applicable > 0)).round(2).rename("quality_score")
+    failed = (checks == False).fillna(False).to_numpy(dtype=bool)  # noqa: E712  # element-wise, nullable
+    issues: list[list[str]] = [[] for _ in range(len(days))]
+    positions = np.flatnonzero(failed.any(axis=1))
+    if len(positions):
+        flat = days.reset_index(drop=True)
+        limits = _limits(flat, thresholds)
+        has_currency = "currency" in flat.columns
+        for position in positions:
+            row = {str(k): v for k, v in flat.iloc[position].items()}
+            currency = str(row["currency"]) if has_currency else ""
+            row_limits = {str(k): float(v) for k, v in limits.iloc[position].items()}
+            issues[position] = [
+                _issue(check, row, row_limits, currency)
+                for i, check in enumerate(QUALITY_CHECKS)
+                if failed[position, i]
+            ]
+    return QualityAssessment(
+        checks=checks,
+        scores=scores,
+        issues=pd.Series(issues, index=days.index, dtype=object, name="quality_issues"),
     )
-    # Comparisons with NaN (no denominator, no median) are False, so undefined values never deduct.
-    flags = flags & active.to_numpy()[:, None]
-    flags.index = original_index
-    return flags
 
 
 def quality_scores(days: pd.DataFrame, thresholds: Mapping[str, Thresholds]) -> pd.Series:
-    """A 0–100 plausibility score per client-day, aligned to `days.index`.
-
-    Scoring: start at 100 and deduct SCORE_DEDUCTIONS points for each violated rule of `quality_violations`
-    (CTR outside [ctr_pct_min, ctr_pct_max], CPC outside [cpc_min, cpc_max], spend above max_daily_spend,
-    clicks above max_daily_clicks); idle days score 100; the score never goes below 0.
-    """
-    flags = quality_violations(days, thresholds)
-    deduction = flags.astype("float64").mul(pd.Series(SCORE_DEDUCTIONS)).sum(axis=1)
-    return (100.0 - deduction).clip(lower=0.0).rename("quality_score")
+    """The 0-100 score per client-day of `assess_quality` (NaN for idle days), aligned to `days.index`."""
+    return assess_quality(days, thresholds).scores
 
 
 def quality_summary(days: pd.DataFrame, scores: pd.Series) -> dict[str, Any]:
-    """Average score overall and per client, the lowest client, and the number of days below 100 (JSON values)."""
-    per_client = scores.groupby(days["client_id"].to_numpy()).mean().round(2)
+    """Average score of the scored days overall and per client, the lowest client, the days below 100 and the
+    days not scored (idle, or stored before scores were) (JSON values). Clients without a scored day have no
+    average."""
+    scored = scores.notna().to_numpy()
+    per_client = scores[scored].groupby(days["client_id"].to_numpy()[scored]).mean().round(2)
     lowest = per_client.idxmin() if len(per_client) else None
     return {
-        "quality_score_mean": _round(scores.mean(), 2) if len(scores) else 100.0,
-        "days_below_100": int((scores < 100).sum()),
+        "quality_score_mean": _round(scores[scored].mean(), 2) if scored.any() else None,
+        "days_scored": int(scored.sum()),
+        "days_not_scored": int((~scored).sum()),
+        "days_below_100": int((scores[scored] < 100).sum()),
         "lowest_client": lowest,
         "lowest_client_score": float(per_client[lowest]) if lowest is not None else None,
         "per_client": {str(c): float(v) for c, v in per_client.items()},

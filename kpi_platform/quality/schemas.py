@@ -165,7 +165,11 @@ class ClientDaySchema(_KpiModel):
     delivery: Series[str] = pa.Field(
         description="'delivered', or 'idle' for a collected day without campaign rows."
     )
-    quality_score: Series[float] | None = pa.Field(nullable=True, description="Plausibility score 0–100.")
+    quality_score: Series[float] | None = pa.Field(
+        nullable=True,
+        description="Quality score 0–100: the share of its checks the day passed (`rules.assess_quality`); "
+        "NaN for an idle day, which is not scored.",
+    )
 
     @pa.check("campaign_count", name="non_negative")
     def _campaign_count_non_negative(cls, s: pd.Series) -> pd.Series:

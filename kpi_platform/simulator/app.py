@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -38,16 +40,25 @@ from kpi_platform.simulator.graph_api import (
     UNSUPPORTED,
     GraphError,
     InsightsQuery,
+    RateLimits,
     ReportRun,
+    UsageSnapshot,
+    debug_token_body,
     page_request,
     paged_body,
     parse_insights_query,
+    rate_limit_error,
     report_run_body,
     report_status,
     usage_headers,
+    usage_of,
 )
 
 SIMULATOR_HEADER = "X-KPI-Simulator"
+#: What a system user's token for the collector is granted (ads_read is the one collection needs).
+DEFAULT_TOKEN_SCOPES: tuple[str, ...] = ("ads_read", "business_management")
+#: Requests the fault injection applies to: the Insights API, never token introspection (faults.py).
+_FAULTED_KINDS = frozenset({"insights", "report_create", "report_status", "report_insights"})
 
 
 # --- Configuration ------------------------------------------------------------------------------------------
@@ -60,6 +71,11 @@ class SimulatorConfig:
     `today` None means the real UTC date at each request. `accounts` None accepts any ad account id (currency EUR);
     otherwise ids outside it get Meta's "Unsupported get request" (keys with or without `act_`). `invalid_token` is
     the access token the simulator treats as expired. `seed` selects the data set (the fault RNG has its own).
+    `rate_limits` sets how fast usage rises with the call rate and where throttling starts (`RateLimits`).
+
+    What `GET /debug_token` reports about every other token: `token_expires_at` and
+    `token_data_access_expires_at` (aware datetimes; None = never, sent as 0 like a system user's token) and
+    `token_scopes`. A token past `token_expires_at` is reported invalid there; insights requests still serve it.
     """
 
     today: date | None = None
@@ -68,6 +84,10 @@ class SimulatorConfig:
     async_polls_to_complete: int = 2
     invalid_token: str = "invalid-token"
     seed: int = 0
+    rate_limits: RateLimits = RateLimits()
+    token_expires_at: datetime | None = None
+    token_data_access_expires_at: datetime | None = None
+    token_scopes: tuple[str, ...] = DEFAULT_TOKEN_SCOPES
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size_default <= MAX_PAGE_LIMIT:
@@ -76,6 +96,10 @@ class SimulatorConfig:
             )
         if self.async_polls_to_complete < 0:
             raise ValueError("async_polls_to_complete must not be negative")
+        for name in ("token_expires_at", "token_data_access_expires_at"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
 
 
 # --- The WSGI application -----------------------------------------------------------------------------------
@@ -83,11 +107,13 @@ class SimulatorConfig:
 
 @dataclass(frozen=True)
 class SimulatorCounters:
-    """Requests served so far: all of them, per route kind, and the faults injected (by code label or kind)."""
+    """Requests served so far: all of them, per route kind, the faults injected (by code label or kind), and the
+    requests refused because they passed a rate limit, per ad account (`throttles`)."""
 
     requests: int
     by_kind: Mapping[str, int]
     faults: Mapping[str, int]
+    throttles: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,10 +128,13 @@ class _Request:
 
 _VERSION = r"/v\d+\.\d+"
 _ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("debug_token", re.compile(_VERSION + r"/debug_token/?")),
     ("insights", re.compile(_VERSION + r"/act_(?P<account>[^/]+)/insights/?")),
     ("report_insights", re.compile(_VERSION + r"/(?P<report>\d+)/insights/?")),
     ("report_status", re.compile(_VERSION + r"/(?P<report>\d+)/?")),
 )
+#: How often a held request looks whether its hang has ended.
+HANG_POLL_SECONDS = 0.2
 _STATUS_LINES = {200: "200 OK", 400: "400 Bad Request", 500: "500 Internal Server Error"}
 
 
@@ -147,9 +176,20 @@ class MetaSimulator:
     Per request: route, count, optional latency, injected fault (before any state changes, so a retried request
     behaves as if the failed one never happened), token, ad account, then the endpoint. Async runs, counters and
     the fault RNG live on the instance behind one lock, so one simulator can serve threads.
+
+    Usage is the exception to "as if the failed one never happened": every Insights API request, failed or not,
+    counts against the rate limits within their sliding window (Meta counts errors too), timed by `clock`
+    (seconds; tests pass a simulated one). Every response reports that usage in Meta's headers, and a request
+    past a limit is refused with Meta's throttle error, so a client that ignores the headers gets throttled.
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, faults: FaultConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        faults: FaultConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or SimulatorConfig()
         self.faults = faults or FaultConfig()
         accounts = self.config.accounts
@@ -161,6 +201,10 @@ class MetaSimulator:
         self._by_kind: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
         self._runs: dict[str, ReportRun] = {}
+        self._clock = clock
+        self._account_calls: dict[str, deque[float]] = {}
+        self._app_calls: deque[float] = deque()
+        self._throttles: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"MetaSimulator(requests={self._requests}, faults={dict(self._faults)})"
@@ -171,7 +215,9 @@ class MetaSimulator:
 
     def counters(self) -> SimulatorCounters:
         with self._lock:
-            return SimulatorCounters(self._requests, dict(self._by_kind), dict(self._faults))
+            return SimulatorCounters(
+                self._requests, dict(self._by_kind), dict(self._faults), dict(self._throttles)
+            )
 
     def today(self) -> date:
         return self.config.today or datetime.now(UTC).date()
@@ -189,9 +235,11 @@ class MetaSimulator:
         if self.faults.slow_seconds:
             time.sleep(self.faults.slow_seconds)
         account_id = self._account_of(kind, match)
+        usage = self._use(kind, account_id)
         throttled = False
         try:
-            if kind != "unknown":
+            if kind in _FAULTED_KINDS:
+                self._hang()
                 fault = self._planned_fault(index)
                 if fault in TRANSPORT_FAULTS:
                     self._record_fault(str(fault))
@@ -208,6 +256,11 @@ class MetaSimulator:
                     error = GraphError.of(fault)
                     self._record_fault(error.label)
                     raise error
+            limit_error = rate_limit_error(usage) if kind in _FAULTED_KINDS else None
+            if limit_error is not None:
+                with self._lock:
+                    self._throttles[account_id] += 1
+                raise limit_error
             status, body = 200, self._dispatch(kind, match, request)
         except GraphError as error:
             throttled = error.code in settings.THROTTLE_CODES
@@ -216,7 +269,7 @@ class MetaSimulator:
         return self._respond(start_response, status, payload, account_id=account_id, throttled=throttled)
 
     def _route(self, request: _Request) -> tuple[str, re.Match[str] | None]:
-        """The endpoint kind: insights, report_create, report_status, report_insights, or unknown."""
+        """The endpoint kind: debug_token, insights, report_create, report_status, report_insights, or unknown."""
         for kind, pattern in _ROUTES:
             match = pattern.fullmatch(request.path)
             if match:
@@ -228,10 +281,31 @@ class MetaSimulator:
         with self._lock:
             self._requests += 1
             self._by_kind[kind] += 1
-            if kind == "unknown":
+            if kind not in _FAULTED_KINDS:
                 return -1
             self._api_requests += 1
             return self._api_requests - 1
+
+    def _use(self, kind: str, account_id: str) -> UsageSnapshot:
+        """Count an Insights API request of `account_id` in the rate-limit windows (other kinds count nothing) and
+        return the usage after it: percent of each limit, and the wait until a call is let through again."""
+        limits = self.config.rate_limits
+        with self._lock:
+            now = self._clock()
+            calls = self._account_calls.setdefault(account_id, deque())
+            for window in (calls, self._app_calls):
+                while window and window[0] <= now - limits.window_s:
+                    window.popleft()
+            if kind in _FAULTED_KINDS and account_id != "0":
+                calls.append(now)
+                self._app_calls.append(now)
+            account_pct, account_regain, reset = usage_of(
+                calls, limit=limits.account_calls, window_s=limits.window_s, now=now
+            )
+            app_pct, app_regain, _ = usage_of(
+                self._app_calls, limit=limits.app_calls, window_s=limits.window_s, now=now
+            )
+        return UsageSnapshot(account_pct, app_pct, regain_s=max(account_regain, app_regain), reset_s=reset)
 
     def _planned_fault(self, index: int) -> ScriptedFault:
         faults = self.faults
@@ -248,12 +322,23 @@ class MetaSimulator:
                     return code
         return None
 
+    def _hang(self) -> None:
+        """While `faults.hang_while_path` exists, hold the request unanswered (at most `hang_seconds`), then serve
+        it normally: a call that never returns, whatever the client's timeouts, until the file is removed."""
+        path = self.faults.hang_while_path
+        if path is None or not os.path.exists(path):
+            return
+        self._record_fault("hang")
+        deadline = time.monotonic() + self.faults.hang_seconds
+        while os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(min(HANG_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
     def _record_fault(self, label: str) -> None:
         with self._lock:
             self._faults[label] += 1
 
     def _account_of(self, kind: str, match: re.Match[str] | None) -> str:
-        if match is None:
+        if match is None or kind not in _FAULTED_KINDS:
             return "0"
         if kind in ("insights", "report_create"):
             return bare_account_id(match["account"])
@@ -273,12 +358,11 @@ class MetaSimulator:
         account_id: str,
         throttled: bool,
     ) -> list[bytes]:
-        usage = usage_headers(
-            account_id=account_id,
-            calls=self._requests,
-            throttled=throttled,
-            regain_minutes=self.faults.throttle_regain_minutes,
-        )
+        current = self._use("", account_id)
+        if throttled and not (current.over_account_limit or current.over_app_limit):
+            # An injected throttle: Meta reports the limit reached, with the configured wait.
+            current = UsageSnapshot.throttled(self.faults.throttle_regain_minutes)
+        usage = usage_headers(account_id=account_id, usage=current)
         headers = [
             ("Content-Type", "application/json; charset=UTF-8"),
             ("Content-Length", str(len(payload))),
@@ -294,6 +378,8 @@ class MetaSimulator:
         if kind == "unknown" or match is None:
             raise GraphError(2500, message=f"Unknown path components: {request.path}")
         self._check_token(request)
+        if kind == "debug_token":
+            return self._debug_token(request)
         if kind == "report_create":
             return self._create_report_run(self._account(match["account"], request), request)
         if kind == "insights" and request.method == "GET":
@@ -312,6 +398,27 @@ class MetaSimulator:
             raise GraphError(190, message="An access token is required to request this resource.")
         if request.token == self.config.invalid_token:
             raise GraphError(190, 463)
+
+    def _debug_token(self, request: _Request) -> dict[str, Any]:
+        if request.method != "GET":
+            raise GraphError(
+                100, 33, message=UNSUPPORTED.format(method=request.method.lower(), object="debug_token")
+            )
+        input_token = request.params.get("input_token")
+        if not input_token:
+            raise GraphError(100, message="(#100) The parameter input_token is required")
+        config = self.config
+        now = datetime.now(UTC)
+        if config.today is not None:  # a fixed simulated date: its noon
+            now = datetime.combine(config.today, dt_time(12), UTC)
+        return debug_token_body(
+            input_token=input_token,
+            invalid_token=config.invalid_token,
+            expires_at=config.token_expires_at,
+            data_access_expires_at=config.token_data_access_expires_at,
+            scopes=config.token_scopes,
+            now=now,
+        )
 
     def _account(self, raw_id: str, request: _Request) -> str:
         account_id = bare_account_id(raw_id)

@@ -24,10 +24,16 @@ BODY_FAULTS = frozenset({"malformed"})
 class FaultConfig:
     """Failures to inject; all off by default.
 
-    Per request, in this order: the `scripted_errors` entry for the n-th insights/report request (None = serve
-    normally), else `drop_rate`, `malformed_rate` and each of `error_rates` (drawn from an RNG seeded with `seed`).
+    Per insights/report request, in this order: a hang (below), the `scripted_errors` entry for the n-th such
+    request (None = serve normally), else `drop_rate`, `malformed_rate` and each of `error_rates` (drawn from an
+    RNG seeded with `seed`).
     A "timeout" holds a real HTTP connection silent for `timeout_seconds` (set it above the client's read timeout);
     in process it raises `requests.ReadTimeout` at once. `slow_seconds` delays every response.
+
+    `hang_while_path` names a file: while it exists, every insights/report request is held unanswered (at most
+    `hang_seconds`, then served), in process as over HTTP, the way a call stuck below the client's timeouts never
+    returns; the test or operator removes the file to end the stall. Token introspection (`debug_token`) is
+    never faulted.
 
     `fail_page` (1-based) always fails with `fail_page_error` on every paged result. `too_large_days` refuses longer
     time ranges with 100/1487534. `restate_days` / `restatement_version` change spend and conversions of the most
@@ -50,6 +56,8 @@ class FaultConfig:
     restate_days: int = 0
     restatement_version: int = 0
     seed: int = 0
+    hang_while_path: str | None = None
+    hang_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         rates = {"drop_rate": self.drop_rate, "malformed_rate": self.malformed_rate}
@@ -62,6 +70,8 @@ class FaultConfig:
                 raise ValueError(
                     f"unknown scripted fault {entry!r}: use a code, (code, subcode), drop, timeout, malformed"
                 )
+        if self.hang_seconds <= 0:
+            raise ValueError(f"hang_seconds must be positive, got {self.hang_seconds}")
         if self.fail_page is not None and self.fail_page < 1:
             raise ValueError("fail_page is 1-based")
 

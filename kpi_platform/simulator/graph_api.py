@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from kpi_platform import settings
@@ -309,25 +310,149 @@ def report_run_body(run: ReportRun, status: settings.AsyncStatus, percent: int) 
     return body
 
 
-# --- Usage headers ------------------------------------------------------------------------------------------
+# --- Token introspection: GET /debug_token ----------------------------------------------------------------
+
+#: The app the simulator's tokens belong to, and the system user they are issued to.
+SIMULATOR_APP_ID = "100000000000001"
+SIMULATOR_USER_ID = "100000000000002"
 
 
-def usage_headers(
-    *, account_id: str, calls: int, throttled: bool, regain_minutes: float | None
-) -> dict[str, str]:
-    """Meta's three usage headers (JSON inside headers, values in percent) plus the insights throttle header."""
-    pct = 100 if throttled else min(40, 1 + calls // 5)
-    regain = (regain_minutes or 0) if throttled else 0
+def _epoch(moment: datetime | None) -> int:
+    """Meta's timestamps are UNIX seconds; 0 means never (a system user's token that does not expire)."""
+    return int(moment.timestamp()) if moment is not None else 0
+
+
+def debug_token_body(
+    *,
+    input_token: str,
+    invalid_token: str,
+    expires_at: datetime | None,
+    data_access_expires_at: datetime | None,
+    scopes: Sequence[str],
+    now: datetime,
+) -> dict[str, Any]:
+    """What `GET /debug_token?input_token=…` answers about `input_token`: `is_valid`, both expiries (UNIX seconds,
+    0 = never) and the granted `scopes`. A token past its expiry, or the simulator's `invalid_token`, is reported
+    `is_valid: false` with the error Meta gives (190/463, 190/460), not as an error response: the caller's own
+    token is what authenticates the request."""
+    data: dict[str, Any] = {
+        "app_id": SIMULATOR_APP_ID,
+        "type": "SYSTEM_USER",
+        "application": "KPI platform (simulated)",
+        "data_access_expires_at": _epoch(data_access_expires_at),
+        "expires_at": _epoch(expires_at),
+        "is_valid": True,
+        "issued_at": int(now.timestamp()) - 86_400,
+        "scopes": list(scopes),
+        "user_id": SIMULATOR_USER_ID,
+    }
+    if input_token == invalid_token:
+        data["is_valid"] = False
+        data["error"] = {"code": 190, "subcode": 460, "message": "The session has been invalidated."}
+    elif expires_at is not None and expires_at <= now:
+        data["is_valid"] = False
+        data["error"] = {
+            "code": 190,
+            "subcode": 463,
+            "message": f"Error validating access token: Session has expired on {expires_at:%A, %d-%b-%y %H:%M:%S} UTC.",
+        }
+    return {"data": data}
+
+
+# --- Usage headers and rate limits ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """How the simulator counts calls against Meta's limits: every insights and report request (errors included,
+    as Meta counts them) within a sliding window of `window_s` seconds, per ad account and for the whole app.
+
+    Usage is `100 × calls in the window / limit`: it rises with the call rate and falls as calls leave the window.
+    A call that takes an ad account past `account_calls` gets 80000/2446079 (business use case `ads_insights`), one
+    that takes the app past `app_calls` gets 4/1504022. The defaults (600 calls per account and 20 000 per app
+    within an hour) leave room for a year's backfill of many clients; tests tighten them to provoke throttling.
+    """
+
+    window_s: float = 3600.0
+    account_calls: int = 600
+    app_calls: int = 20_000
+
+    def __post_init__(self) -> None:
+        if not self.window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {self.window_s}")
+        if self.account_calls < 1 or self.app_calls < 1:
+            raise ValueError(f"call limits must be at least 1, got {self.account_calls} and {self.app_calls}")
+
+
+@dataclass(frozen=True)
+class UsageSnapshot:
+    """The usage one response reports: percent of the ad account's and the app's limit, and the wait until the
+    next call would be let through again (0 below 100 %)."""
+
+    account_pct: float
+    app_pct: float
+    regain_s: float = 0.0
+    reset_s: float = 0.0
+
+    @classmethod
+    def throttled(cls, regain_minutes: float | None) -> UsageSnapshot:
+        """What an injected throttle error reports: 100 % and the configured regain time."""
+        return cls(account_pct=100.0, app_pct=100.0, regain_s=(regain_minutes or 0) * 60.0, reset_s=300.0)
+
+    @property
+    def over_account_limit(self) -> bool:
+        return self.account_pct > 100.0
+
+    @property
+    def over_app_limit(self) -> bool:
+        return self.app_pct > 100.0
+
+
+def usage_of(
+    calls: Sequence[float], *, limit: int, window_s: float, now: float
+) -> tuple[float, float, float]:
+    """(percent, regain_s, reset_s) of the ordered call times `calls` still in the window at `now`.
+
+    `regain_s`: at 100 % or more, the time until enough calls have left the window for one more to be let
+    through (the (n − limit + 1)-th oldest call leaving), else 0. `reset_s`: until the newest call leaves it.
+    """
+    pct = 100.0 * len(calls) / limit
+    regain = 0.0
+    if len(calls) >= limit:
+        regain = max(0.0, calls[len(calls) - limit] + window_s - now)
+    reset = max(0.0, calls[-1] + window_s - now) if calls else 0.0
+    return pct, regain, reset
+
+
+def rate_limit_error(usage: UsageSnapshot) -> GraphError | None:
+    """The throttle error of a call past a limit (the ad account's first), None within the limits."""
+    if usage.over_account_limit:
+        return GraphError(80000, 2446079)
+    if usage.over_app_limit:
+        return GraphError(4, 1504022)
+    return None
+
+
+def usage_headers(*, account_id: str, usage: UsageSnapshot) -> dict[str, str]:
+    """Meta's three usage headers (JSON inside headers, values in percent) plus the insights throttle header.
+
+    `estimated_time_to_regain_access` is in whole minutes, rounded up, as Meta sends it (docs §2.5);
+    `reset_time_duration` in seconds.
+    """
+    account, app = round(usage.account_pct, 2), round(usage.app_pct, 2)
+    # Rounded up: whole minutes once a wait is a minute or more, thousandths below (short simulated windows).
+    minutes = usage.regain_s / 60.0
+    regain_minutes = math.ceil(minutes) if minutes >= 1 else math.ceil(minutes * 1000) / 1000
 
     def dumps(value: object) -> str:
         return json.dumps(value, separators=(",", ":"))
 
     return {
-        "X-App-Usage": dumps({"call_count": pct, "total_time": pct // 2, "total_cputime": pct // 2}),
+        "X-App-Usage": dumps({"call_count": app, "total_time": app / 2, "total_cputime": app / 2}),
         "X-Ad-Account-Usage": dumps(
             {
-                "acc_id_util_pct": float(pct),
-                "reset_time_duration": 300 if throttled else 0,
+                "acc_id_util_pct": account,
+                "reset_time_duration": math.ceil(usage.reset_s),
                 "ads_api_access_tier": "standard_access",
             }
         ),
@@ -336,20 +461,16 @@ def usage_headers(
                 account_id: [
                     {
                         "type": "ads_insights",
-                        "call_count": pct,
-                        "total_cputime": pct // 2,
-                        "total_time": pct // 2,
-                        "estimated_time_to_regain_access": regain,
+                        "call_count": account,
+                        "total_cputime": account / 2,
+                        "total_time": account / 2,
+                        "estimated_time_to_regain_access": regain_minutes,
                         "ads_api_access_tier": "standard_access",
                     }
                 ]
             }
         ),
         "x-fb-ads-insights-throttle": dumps(
-            {
-                "app_id_util_pct": float(pct),
-                "acc_id_util_pct": float(pct),
-                "ads_api_access_tier": "standard_access",
-            }
+            {"app_id_util_pct": app, "acc_id_util_pct": account, "ads_api_access_tier": "standard_access"}
         ),
     }

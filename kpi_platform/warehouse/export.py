@@ -1,18 +1,30 @@
-"""Export of warehouse query results (client KPIs or platform activity) as CSV or JSON to a text stream."""
+"""Export of warehouse query results (client KPIs or platform activity) as CSV or JSON to a text stream.
+
+Rows carry their indicators as the query gives them (`queries.query_kpis`). Timestamps (`fetched_at`) are ISO 8601
+in UTC in both formats. `issues` is a JSON list (null where not recorded); CSV has no lists, so there it is one
+cell with the names joined by "; ", empty both when there are none and when none were recorded (the JSON format
+tells the two apart).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TextIO
 
+import numpy as np
+import pandas as pd
+
+from kpi_platform import settings
 from kpi_platform.warehouse import Warehouse
 from kpi_platform.warehouse.queries import InvalidQueryError, QueryResult, query_activity, query_kpis
 
 EXPORT_KINDS: tuple[str, ...] = ("kpis", "activity")
 FORMATS: tuple[str, ...] = ("csv", "json")
+#: How a row's list of issue names is written in one CSV cell.
+CSV_ISSUES_SEPARATOR = "; "
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,8 @@ class ExportSummary:
     rows: int
     gap_ranges: int
     days_missing: int
+    #: Rows that are forecasts (`source='forecast'`), included only when asked for.
+    forecast_rows: int = 0
 
 
 def run_query(
@@ -37,8 +51,12 @@ def run_query(
     categories: Iterable[str] | None = None,
     types: Iterable[str] | None = None,
     allow_long_range: bool = False,
+    forecast: bool = False,
+    now: datetime | None = None,
 ) -> QueryResult:
-    """The query behind an export; InvalidQueryError for an unknown kind or a filter of the other kind."""
+    """The query behind an export; InvalidQueryError for an unknown kind or a filter of the other kind.
+    `forecast` appends the labelled forecasts of days without data (kpis, daily grain only). `now` is the time
+    the KPI rows' freshness is judged at (default: the current time)."""
     if kind == "kpis":
         if categories is not None or types is not None:
             raise InvalidQueryError("metric categories and types filter activity exports, not kpis")
@@ -49,10 +67,14 @@ def run_query(
             grain=grain,
             client_ids=client_ids,
             allow_long_range=allow_long_range,
+            include_forecast=forecast,
+            now=now,
         )
     if kind == "activity":
         if client_ids is not None:
             raise InvalidQueryError("the client filter applies to kpis exports, not activity")
+        if forecast:
+            raise InvalidQueryError("forecasts are of client KPIs; activity exports have none")
         return query_activity(
             warehouse,
             start=start,
@@ -71,11 +93,34 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def iso_timestamps(values: pd.Series) -> np.ndarray:
+    """UTC timestamps as ISO 8601 text (`datetime.isoformat`, the JSON format's rendering), None where missing;
+    each distinct value is rendered once."""
+    codes, stamps = pd.factorize(pd.to_datetime(values, utc=True))
+    texts = np.array([stamp.isoformat() for stamp in stamps] + [None], dtype=object)
+    return texts[codes]
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as CSV writes it: `issues` lists joined by CSV_ISSUES_SEPARATOR (empty cell for none or not
+    recorded), timestamps ISO 8601."""
+    if "issues" not in frame.columns and "fetched_at" not in frame.columns:
+        return frame
+    out = frame.copy()
+    if "issues" in out.columns:
+        out["issues"] = [
+            CSV_ISSUES_SEPARATOR.join(v) if isinstance(v, list | tuple) else "" for v in out["issues"]
+        ]
+    if "fetched_at" in out.columns:
+        out["fetched_at"] = iso_timestamps(out["fetched_at"])
+    return out
+
+
 def write_result(result: QueryResult, *, fmt: str, out: TextIO) -> None:
-    """CSV: the frame's rows with a header (dates ISO, undefined values empty). JSON: one object with the query
-    (kind, grain, start, end), `rows` and `gaps` (undefined values null)."""
+    """CSV: the frame's rows with a header (dates ISO, undefined values empty, `csv_frame`). JSON: one object with
+    the query (kind, grain, start, end), `rows` and `gaps` (undefined values null)."""
     if fmt == "csv":
-        result.frame.to_csv(out, index=False, lineterminator="\n")
+        csv_frame(result.frame).to_csv(out, index=False, lineterminator="\n")
     elif fmt == "json":
         document = {
             "kind": result.kind,
@@ -104,6 +149,8 @@ def export(
     allow_long_range: bool = False,
     fmt: str = "csv",
     out: TextIO,
+    forecast: bool = False,
+    now: datetime | None = None,
 ) -> ExportSummary:
     """Query KPIs or activity and write them to `out` as CSV or JSON; nothing is written if the query fails.
 
@@ -121,6 +168,8 @@ def export(
         categories=categories,
         types=types,
         allow_long_range=allow_long_range,
+        forecast=forecast,
+        now=now,
     )
     write_result(result, fmt=fmt, out=out)
     return ExportSummary(
@@ -129,4 +178,5 @@ def export(
         rows=len(result.frame),
         gap_ranges=len(result.gaps),
         days_missing=result.days_missing,
+        forecast_rows=int((result.frame["source"] == settings.SOURCE_FORECAST).sum()) if forecast else 0,
     )

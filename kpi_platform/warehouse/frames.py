@@ -6,7 +6,7 @@ import csv
 import io
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, overload
 
@@ -38,6 +38,31 @@ def _is_timestamp(column: sa.Column) -> bool:
 
 def _is_date(column: sa.Column) -> bool:
     return isinstance(column.type, sa.Date) and not _is_timestamp(column)
+
+
+def is_json(column: sa.Column) -> bool:
+    return isinstance(column.type, sa.JSON)
+
+
+def _json_values(values: pd.Series) -> tuple[pd.Series, int | None]:
+    """A JSON column with None for a missing value (None, NaN), and the position of the first value that JSON
+    cannot hold (None when all can)."""
+    out: list[Any] = []
+    for position, value in enumerate(values.to_numpy(dtype=object)):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            out.append(None)
+            continue
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            return values, position
+        out.append(value)
+    return pd.Series(out, index=values.index, dtype=object), None
+
+
+def json_text(values: pd.Series) -> pd.Series:
+    """A JSON column as the JSON text PostgreSQL parses from a COPY stream; None stays missing (SQL NULL)."""
+    return values.map(lambda value: None if value is None else json.dumps(value), na_action="ignore")
 
 
 def _describe_row(frame: pd.DataFrame, table: sa.Table, position: int) -> str:
@@ -159,6 +184,14 @@ def prepare_frame(
                 out[column.name] = numbers.astype("int64" if not column.nullable else "Int64")
             elif numbers is not values:
                 out[column.name] = numbers
+        elif is_json(column):
+            converted, position = _json_values(values)
+            if position is not None:
+                raise ValueError(
+                    f"{name} {_describe_row(out, table, position)}: {column.name} is not a JSON value, got "
+                    f"{values.iloc[position]!r}"
+                )
+            out[column.name] = converted
         elif _is_timestamp(column):
             # `to_datetime(utc=True)` of an aware column is this conversion, without its per-value cache probe.
             aware = isinstance(values.dtype, pd.DatetimeTZDtype)
@@ -217,8 +250,12 @@ class CsvStream:
     as COPY_NULL, minimal quoting.
     """
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        columns = [_csv_column(frame[name]) for name in frame.columns]
+    def __init__(self, frame: pd.DataFrame, *, json_columns: Collection[str] = ()) -> None:
+        """`json_columns` hold JSON values (lists, dicts, ...), sent as their JSON text."""
+        columns = [
+            _csv_column(json_text(frame[name]) if name in json_columns else frame[name])
+            for name in frame.columns
+        ]
         self._rows = zip(*columns, strict=True)
         self._left = len(frame)
         self._chunk = ""

@@ -36,9 +36,15 @@ WRITER_TABLE_PRIVILEGES: Mapping[str, frozenset[str]] = {
     schema.campaign_daily_kpis.name: frozenset({SELECT, INSERT, UPDATE, DELETE}),
     schema.client_daily_kpis.name: frozenset({SELECT, INSERT, UPDATE, DELETE}),
     schema.client_monthly_kpis.name: frozenset({SELECT, INSERT, UPDATE, DELETE}),
+    # A forecast refresh replaces a client's forecasts; writing a real day deletes its forecast and records (or
+    # re-records, delete then insert) the forecast's error.
+    schema.kpi_forecasts.name: frozenset({SELECT, INSERT, DELETE}),
+    schema.forecast_accuracy.name: frozenset({SELECT, INSERT, DELETE}),
     # Upserts (INSERT ... ON CONFLICT DO UPDATE) need UPDATE; neither table is ever deleted from.
     schema.circuit_breakers.name: frozenset({SELECT, INSERT, UPDATE}),
     schema.alert_state.name: frozenset({SELECT, INSERT, UPDATE}),
+    # Every API response upserts its account's usage; rows are never deleted.
+    schema.api_pacing.name: frozenset({SELECT, INSERT, UPDATE}),
     schema.metric_definitions.name: frozenset({SELECT}),
     schema.daily_metrics.name: frozenset({SELECT, INSERT}),
     schema.daily_metrics_corrections.name: frozenset({SELECT}),
@@ -49,8 +55,8 @@ READER_TABLE_PRIVILEGES: frozenset[str] = frozenset({SELECT})
 #: Tables created by later migrations (as the owner) start with these; `ensure_roles` then applies the policy.
 #: Append-only by default, so a new table is never open to UPDATE or DELETE before the policy says so.
 WRITER_DEFAULT_TABLE_PRIVILEGES: frozenset[str] = frozenset({SELECT, INSERT})
-#: Argument types of the correction function (migration 0004): GRANT and ALTER name a function by them.
-CORRECT_FUNCTION_ARGS = "date, varchar, varchar, double precision, json, timestamptz, text"
+#: Argument types of the correction function (migration 0007): GRANT and ALTER name a function by them.
+CORRECT_FUNCTION_ARGS = "date, varchar, varchar, numeric, json, timestamptz, text"
 CORRECT_FUNCTION_SIGNATURE = f"{schema.CORRECT_DAILY_METRIC_FUNCTION}({CORRECT_FUNCTION_ARGS})"
 #: Serialises concurrent `ensure_roles` calls on one database (next to the store's lock keys).
 PG_ROLES_LOCK_KEY = 7_390_004
@@ -207,10 +213,11 @@ def _apply(
     for table in WRITER_TABLE_PRIVILEGES:
         if table in present and present[table] != names.owner:
             run(f"ALTER TABLE {q(table)} OWNER TO {owner}")  # its sequences and indexes follow
-    function_exists = _function_exists(conn, schema_name=schema_name)
-    if function_exists:
+    function = _function_signature(conn, schema_name=schema_name)
+    function_exists = function is not None
+    if function is not None:
         # SECURITY DEFINER runs with its owner's rights: never leave it owned by a superuser.
-        run(f"ALTER FUNCTION {CORRECT_FUNCTION_SIGNATURE} OWNER TO {owner}")
+        run(f"ALTER FUNCTION {function} OWNER TO {owner}")
 
     default = f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner}"
     in_schema = f"{default} IN SCHEMA {q(schema_name)}"
@@ -230,9 +237,9 @@ def _apply(
             run(f"REVOKE ALL ON SEQUENCE {q(sequence)} FROM PUBLIC, {writer}, {reader}")
             if INSERT in writer_privileges:
                 run(f"GRANT USAGE, SELECT ON SEQUENCE {q(sequence)} TO {writer}")
-    if function_exists:
-        run(f"REVOKE ALL ON FUNCTION {CORRECT_FUNCTION_SIGNATURE} FROM PUBLIC, {reader}")
-        run(f"GRANT EXECUTE ON FUNCTION {CORRECT_FUNCTION_SIGNATURE} TO {writer}")
+    if function is not None:
+        run(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC, {reader}")
+        run(f"GRANT EXECUTE ON FUNCTION {function} TO {writer}")
 
     after = _state(conn, schema_name=schema_name, names=names)
     missing = [t for t in WRITER_TABLE_PRIVILEGES if t not in present]
@@ -355,16 +362,17 @@ def _owned_sequences(conn: sa.Connection, *, schema_name: str, table: str) -> li
     return list(rows.scalars())
 
 
-def _function_exists(conn: sa.Connection, *, schema_name: str) -> bool:
-    """True once migration 0004 has created the correction function in the schema."""
+def _function_signature(conn: sa.Connection, *, schema_name: str) -> str | None:
+    """The correction function as GRANT and ALTER name it, with the argument types of the revision the
+    warehouse is at (`CORRECT_FUNCTION_ARGS` at head; double precision values before 0007); None before 0004."""
     found = conn.execute(
         sa.text(
-            "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = :schema AND p.proname = :name"
+            "SELECT pg_get_function_identity_arguments(p.oid) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :schema AND p.proname = :name"
         ),
         {"schema": schema_name, "name": schema.CORRECT_DAILY_METRIC_FUNCTION},
     ).first()
-    return found is not None
+    return None if found is None else f"{schema.CORRECT_DAILY_METRIC_FUNCTION}({found[0]})"
 
 
 # --- state, for an exact report of what changed -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, overload
 
 import numpy as np
@@ -45,6 +46,7 @@ from kpi_platform.warehouse.frames import (
     CsvStream,
     holds_copy_null,
     is_integer,
+    is_json,
     json_normalized,
     prepare_frame,
     records,
@@ -96,6 +98,8 @@ class WriteStats:
     campaign_rows: int
     day_rows: int
     seconds: float
+    #: Forecasts of the written days removed (their errors recorded in forecast_accuracy).
+    forecasts_retired: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,10 +189,22 @@ def _client_out(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+METRIC_VALUE_PRECISION, METRIC_VALUE_SCALE = schema.METRIC_VALUE_PRECISION, schema.METRIC_VALUE_SCALE
+
+
+def fits_metric_value(value: float) -> bool:
+    """True when `daily_metrics.value` (NUMERIC(20, 4)) stores `value` exactly: at most 4 decimals (as the
+    float's shortest decimal form) and 16 integer digits. PostgreSQL would round a fifth decimal silently."""
+    exact = Decimal(repr(float(value)))
+    return abs(exact) < Decimal(10) ** (
+        METRIC_VALUE_PRECISION - METRIC_VALUE_SCALE
+    ) and exact == exact.quantize(Decimal(1).scaleb(-METRIC_VALUE_SCALE))
+
+
 def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str, Any]]:
     """Checked daily_metrics rows by key; ValueError naming the first bad row."""
     out: dict[MetricKey, dict[str, Any]] = {}
-    fields = ("metric_date", "metric_type", "metric_category", "value", "metadata", "collected_at")
+    fields = ("metric_date", "metric_type", "metric_category", "value", "metadata", "collection_timestamp")
     for row in rows:
         missing = [f for f in fields if row.get(f) is None]
         unknown = set(row) - set(fields)
@@ -204,36 +220,42 @@ def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str,
             or not math.isfinite(value)
         ):
             raise ValueError(
-                f"daily metric {row['metric_type']!r} {day}: value must be a finite number, got {value!r}"
+                f"daily metric {row['metric_category']!r} {day}: value must be a finite number, got {value!r}"
+            )
+        if not fits_metric_value(float(value)):
+            raise ValueError(
+                f"daily metric {row['metric_category']!r} {day}: value {value!r} has more than "
+                f"{METRIC_VALUE_SCALE} decimals or {METRIC_VALUE_PRECISION - METRIC_VALUE_SCALE} integer digits, "
+                "which daily_metrics cannot store exactly"
             )
         if not isinstance(row["metadata"], Mapping):
-            raise ValueError(f"daily metric {row['metric_type']!r} {day}: metadata must be a mapping")
-        collected_at = row["collected_at"]
-        if not isinstance(collected_at, datetime) or collected_at.tzinfo is None:
+            raise ValueError(f"daily metric {row['metric_category']!r} {day}: metadata must be a mapping")
+        collected = row["collection_timestamp"]
+        if not isinstance(collected, datetime) or collected.tzinfo is None:
             raise ValueError(
-                f"daily metric {row['metric_type']!r} {day}: collected_at must be timezone-aware"
+                f"daily metric {row['metric_category']!r} {day}: collection_timestamp must be timezone-aware"
             )
         key = (day, str(row["metric_type"]), str(row["metric_category"]))
         if key in out:
-            raise ValueError(f"daily metric {key[2]}/{key[1]} {day} given more than once")
+            raise ValueError(f"daily metric {key[2]} ({key[1]}) {day} given more than once")
         out[key] = {
             "metric_date": day,
             "metric_type": key[1],
             "metric_category": key[2],
             "value": float(value),
             "metadata": json_normalized(dict(row["metadata"])),
-            "collected_at": collected_at.astimezone(UTC),
+            "collection_timestamp": collected.astimezone(UTC),
         }
     return out
 
 
 def describe_replacements(replaced: Sequence[MetricReplacement]) -> list[str]:
-    """One line per day: 'forced replacement of daily metrics for 2026-03-01: platform/posts_total 120 → 118
-    (unchanged: platform/users_total 10)'."""
+    """One line per day: 'forced replacement of daily metrics for 2026-03-01: posts_total 120 → 118
+    (unchanged: users_total 10)' (a metric of another kind than `count` is named with it: 'ratio (pct)')."""
     changed: dict[date, list[str]] = {}
     same: dict[date, list[str]] = {}
     for r in replaced:
-        name = f"{r.metric_category}/{r.metric_type}"
+        name = r.metric_category if r.metric_type == "count" else f"{r.metric_category} ({r.metric_type})"
         if r.old_value != r.new_value:
             changed.setdefault(r.metric_date, []).append(f"{name} {r.old_value:g} → {r.new_value:g}")
         else:
@@ -250,6 +272,41 @@ def describe_replacements(replaced: Sequence[MetricReplacement]) -> list[str]:
 def _default_correction_reason(row: Mapping[str, Any]) -> str:
     run_id = row["metadata"].get("run_id")
     return f"forced snapshot replacement by run {run_id}" if run_id else "forced snapshot replacement"
+
+
+#: Money KPIs: a forecast and a collected day in different currencies are not compared on them.
+_MONEY_METRICS = frozenset({"spend", "reservation_value"})
+
+
+def forecast_errors(
+    forecasts: Iterable[sa.Row], days: pd.DataFrame, *, recorded_at: datetime
+) -> list[dict[str, Any]]:
+    """forecast_accuracy rows: one per forecast day (kpi_forecasts rows) × KPI, compared with the collected day
+    of `days` (client_daily_kpis rows). The absolute percentage error is undefined (NULL) where the actual value
+    is 0; money is skipped when the forecast's currency is not the day's."""
+    actual = {row["kpi_date"]: row for row in days.to_dict("records")}
+    rows: list[dict[str, Any]] = []
+    for forecast in forecasts:
+        day = actual[forecast.kpi_date]
+        for metric in schema.FORECAST_METRICS:
+            if metric in _MONEY_METRICS and day["currency"] != forecast.currency:
+                continue
+            predicted, value = float(forecast._mapping[metric]), float(day[metric])
+            rows.append(
+                {
+                    "client_id": forecast.client_id,
+                    "kpi_date": forecast.kpi_date,
+                    "metric": metric,
+                    "forecast": predicted,
+                    "lower": float(forecast._mapping[f"{metric}_lower"]),
+                    "upper": float(forecast._mapping[f"{metric}_upper"]),
+                    "actual": value,
+                    "abs_pct_error": abs(predicted - value) / abs(value) * 100 if value else None,
+                    "generated_at": utc(forecast.generated_at),
+                    "recorded_at": recorded_at,
+                }
+            )
+    return rows
 
 
 def _month_bounds(month: date) -> tuple[date, date]:
@@ -489,6 +546,7 @@ class Warehouse:
                 )
             self._insert_frame(conn, schema.campaign_daily_kpis, campaigns)
             self._insert_frame(conn, schema.client_daily_kpis, days)
+            retired = self._retire_forecasts(conn, client_id=client_id, days=days)
         seconds = time.perf_counter() - started
         logger.debug(
             "replaced %s %s..%s: %d campaign rows, %d day rows in %.3fs",
@@ -499,7 +557,44 @@ class Warehouse:
             len(days),
             seconds,
         )
-        return WriteStats(campaign_rows=len(campaigns), day_rows=len(days), seconds=seconds)
+        return WriteStats(
+            campaign_rows=len(campaigns), day_rows=len(days), seconds=seconds, forecasts_retired=retired
+        )
+
+    def _retire_forecasts(self, conn: sa.Connection, *, client_id: str, days: pd.DataFrame) -> int:
+        """Real data replaces a forecast: delete the client's forecasts of the days just written and record each
+        one's error per KPI in forecast_accuracy (replacing an earlier record of the day), on the caller's
+        transaction. A forecast of a day in the range but not written stays: that day is still missing.
+
+        Without a forecast of those days, the usual case for the daily re-collection of a lookback window, this
+        is one DELETE on the primary key that finds nothing (benchmarked in the README).
+        """
+        if days.empty:
+            return 0
+        table = schema.kpi_forecasts
+        written = sorted(set(days["kpi_date"]))
+        retired = conn.execute(
+            sa.delete(table)
+            .where(
+                table.c.client_id == client_id,
+                table.c.kpi_date.between(written[0], written[-1]),
+                table.c.kpi_date.in_(written),
+            )
+            .returning(*table.c)
+        ).all()
+        if not retired:
+            return 0
+        rows = forecast_errors(retired, days, recorded_at=datetime.now(UTC))
+        accuracy = schema.forecast_accuracy
+        conn.execute(
+            sa.delete(accuracy).where(
+                accuracy.c.client_id == client_id, accuracy.c.kpi_date.in_([f.kpi_date for f in retired])
+            )
+        )
+        if rows:
+            conn.execute(accuracy.insert(), rows)
+        logger.debug("client %s: %d forecast day(s) replaced by collected data", client_id, len(retired))
+        return len(retired)
 
     def _insert_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -520,7 +615,9 @@ class Warehouse:
         assert driver_connection is not None, "an open Connection has a DB-API connection"
         cursor = driver_connection.cursor()
         try:
-            cursor.copy_expert(statement, CsvStream(frame), size=COPY_READ_SIZE)
+            json_columns = [c.name for c in table.columns if is_json(c) and c.name in frame.columns]
+            stream = CsvStream(frame, json_columns=json_columns)
+            cursor.copy_expert(statement, stream, size=COPY_READ_SIZE)
         except dbapi_error as exc:
             # Same exception types as the executemany path (e.g. sa.exc.IntegrityError), whichever path ran.
             raise sa.exc.DBAPIError.instance(statement, None, exc, dbapi_error, dialect=conn.dialect) from exc
@@ -567,6 +664,66 @@ class Warehouse:
             for client_id, kpi_date in conn.execute(query):
                 present.setdefault(client_id, set()).add(kpi_date)
         return present
+
+    # --- forecasts ---
+
+    def replace_forecasts(self, *, client_id: str, forecasts: pd.DataFrame) -> int:
+        """Replace every stored forecast of one client with `forecasts` (kpi_forecasts rows; empty: remove them
+        all), in one transaction under the client's write lock. Days that have a client_daily_kpis row by then
+        are dropped, so a forecast never stands beside collected data: a collection writing one of its days
+        either committed before (the day is read here) or waits for this transaction and then retires the
+        forecast. Returns the forecast days stored.
+        """
+        table = schema.kpi_forecasts
+        frame = forecasts
+        if not frame.empty:
+            dates = pd.to_datetime(frame["kpi_date"]).dt.date
+            frame = prepare_frame(
+                frame, table, name="forecasts", client_id=client_id, start=min(dates), end=max(dates)
+            )
+        with self._write() as conn:
+            self._lock_client(conn, client_id)
+            conn.execute(sa.delete(table).where(table.c.client_id == client_id))
+            if frame.empty:
+                return 0
+            days = schema.client_daily_kpis
+            collected = set(
+                conn.execute(
+                    sa.select(days.c.kpi_date).where(
+                        days.c.client_id == client_id,
+                        days.c.kpi_date.between(min(frame["kpi_date"]), max(frame["kpi_date"])),
+                    )
+                ).scalars()
+            )
+            frame = frame[~frame["kpi_date"].isin(collected)]
+            self._insert_frame(conn, table, frame)
+        return len(frame)
+
+    def read_forecasts(
+        self, *, start: date, end: date, client_ids: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """kpi_forecasts rows in [start, end] (some clients, or all), by client and day."""
+        table = schema.kpi_forecasts
+        query = sa.select(table).where(table.c.kpi_date.between(start, end))
+        if client_ids is not None:
+            query = query.where(table.c.client_id.in_(list(client_ids)))
+        return self._read(query.order_by(table.c.client_id, table.c.kpi_date), table)
+
+    def read_forecast_accuracy(self, *, start: date, end: date) -> pd.DataFrame:
+        """forecast_accuracy rows of the forecast days in [start, end], by client, day and metric."""
+        table = schema.forecast_accuracy
+        query = (
+            sa.select(table)
+            .where(table.c.kpi_date.between(start, end))
+            .order_by(table.c.client_id, table.c.kpi_date, table.c.metric)
+        )
+        return self._read(query, table)
+
+    def newest_forecast_at(self) -> datetime | None:
+        """When the newest stored forecast was made (UTC); None without forecasts."""
+        table = schema.kpi_forecasts
+        with self._engine.connect() as conn:
+            return as_utc(conn.execute(sa.select(sa.func.max(table.c.generated_at))).scalar())
 
     # --- monthly KPIs ---
 
@@ -651,10 +808,12 @@ class Warehouse:
 
     # --- platform activity metrics ---
 
-    def metric_definitions(self) -> list[dict[str, Any]]:
-        """Rows of metric_definitions, by category and type."""
+    def metric_definitions(self, *, active_only: bool = False) -> list[dict[str, Any]]:
+        """Rows of metric_definitions (`is_active` a bool), by category and type; only active ones if asked."""
         table = schema.metric_definitions
         query = sa.select(table).order_by(table.c.metric_category, table.c.metric_type)
+        if active_only:
+            query = query.where(table.c.is_active.is_(True))
         with self._engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
@@ -663,7 +822,9 @@ class Warehouse:
     ) -> MetricWrite:
         """Store daily metric snapshots; a key already stored is left alone and reported in `kept`.
 
-        Rows carry metric_date, metric_type, metric_category, value, metadata (a dict) and collected_at.
+        Rows carry metric_date, metric_type (the kind, `count`), metric_category (the metric, `posts_total`),
+        value (at most 4 decimals, exact up to 2^53), metadata (a dict) and collection_timestamp (aware); the
+        warehouse adds created_at, when the row was stored.
         Snapshots are immutable: only `force=True` replaces a stored value, for corrections, with a WARNING log
         line per day naming the old and new values; the replaced value is kept in the row's metadata under
         `replaces`, and each replacement appends a daily_metrics_corrections row with `reason` (default: the
@@ -693,7 +854,7 @@ class Warehouse:
                 )
             }
             undefined = [
-                f"{category}/{metric_type}"
+                f"{category} ({metric_type})"
                 for metric_type, category in metrics
                 if (metric_type, category) not in defined
             ]
@@ -710,7 +871,7 @@ class Warehouse:
                         table.c.metric_type,
                         table.c.metric_category,
                         table.c.value,
-                        table.c.collected_at,
+                        table.c.collection_timestamp,
                     ).where(
                         table.c.metric_date.between(first, last),
                         table.c.metric_type.in_({m for m, _ in metrics}),
@@ -719,15 +880,19 @@ class Warehouse:
                 )
             }
             inserts = []
+            stored_at = datetime.now(UTC)
             for key, row in incoming.items():
                 old = existing.get(key)
                 if old is None:
-                    inserts.append(row)
+                    inserts.append({**row, "created_at": stored_at})
                     inserted.append(key)
                 elif not force:
                     kept.append(key)
                 else:
-                    replaces = {"value": old.value, "collected_at": utc(old.collected_at).isoformat()}
+                    replaces = {
+                        "value": float(old.value),
+                        "collection_timestamp": utc(old.collection_timestamp).isoformat(),
+                    }
                     self._correct_daily_metric(
                         conn,
                         old=old,
@@ -755,9 +920,13 @@ class Warehouse:
                         sa.bindparam("metric_date", row["metric_date"], type_=sa.Date()),
                         sa.bindparam("metric_type", row["metric_type"], type_=sa.String()),
                         sa.bindparam("metric_category", row["metric_category"], type_=sa.String()),
-                        sa.bindparam("value", row["value"], type_=sa.Float()),
+                        sa.bindparam("value", row["value"], type_=schema.daily_metrics.c.value.type),
                         sa.bindparam("metadata", row["metadata"], type_=sa.JSON()),
-                        sa.bindparam("collected_at", row["collected_at"], type_=sa.DateTime(timezone=True)),
+                        sa.bindparam(
+                            "collection_timestamp",
+                            row["collection_timestamp"],
+                            type_=sa.DateTime(timezone=True),
+                        ),
                         sa.bindparam("reason", reason, type_=sa.Text()),
                     )
                 )
@@ -767,7 +936,9 @@ class Warehouse:
         conn.execute(
             table.update()
             .where(table.c.id == old.id)
-            .values(value=row["value"], metadata=row["metadata"], collected_at=row["collected_at"])
+            .values(
+                value=row["value"], metadata=row["metadata"], collection_timestamp=row["collection_timestamp"]
+            )
         )
         conn.execute(
             schema.daily_metrics_corrections.insert().values(
@@ -776,19 +947,19 @@ class Warehouse:
                 metric_category=old.metric_category,
                 old_value=old.value,
                 new_value=row["value"],
-                old_collected_at=utc(old.collected_at),
-                new_collected_at=row["collected_at"],
+                old_collection_timestamp=utc(old.collection_timestamp),
+                new_collection_timestamp=row["collection_timestamp"],
                 reason=reason,
                 corrected_by=None,
                 corrected_at=datetime.now(UTC),
             )
         )
 
-    def daily_metric_bounds(self, *, category: str) -> tuple[date, date] | None:
-        """First and last metric_date stored for a category; None when it has no rows."""
+    def daily_metric_bounds(self, *, metric_type: str) -> tuple[date, date] | None:
+        """First and last metric_date stored for a kind of figure (e.g. `count`); None when it has no rows."""
         table = schema.daily_metrics
         query = sa.select(sa.func.min(table.c.metric_date), sa.func.max(table.c.metric_date)).where(
-            table.c.metric_category == category
+            table.c.metric_type == metric_type
         )
         with self._engine.connect() as conn:
             first, last = conn.execute(query).one()
@@ -804,7 +975,8 @@ class Warehouse:
         categories: Iterable[str] | None = None,
         types: Iterable[str] | None = None,
     ) -> pd.DataFrame:
-        """daily_metrics rows in [start, end], optionally of some categories / types, by day, category, type."""
+        """daily_metrics rows in [start, end], optionally of some categories (metrics, e.g. `posts_total`) / types
+        (kinds of figure, e.g. `count`), by day, category, type."""
         table = schema.daily_metrics
         query = sa.select(table).where(table.c.metric_date.between(start, end))
         if categories is not None:

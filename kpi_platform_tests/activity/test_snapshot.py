@@ -58,7 +58,10 @@ def test_rows_carry_the_late_label_and_the_hours_after_the_day_end_per_day():
     }
     assert by_day[date(2026, 11, 7)]["late"] is True
     assert by_day[date(2026, 11, 7)]["hours_after_day_end"] == 48.5
-    assert all(row["collected_at"] == taken for row in rows)
+    assert all(row["collection_timestamp"] == taken for row in rows)
+    # The designed layout: the kind of figure in metric_type, the metric in metric_category.
+    assert {row["metric_type"] for row in rows} == {"count"}
+    assert [row["metric_category"] for row in rows[:5]] == list(counts(taken, NOV_9).days[0].values)
     # Each row has its own metadata object.
     rows[0]["metadata"]["late"] = "changed"
     assert rows[1]["metadata"]["late"] != "changed"

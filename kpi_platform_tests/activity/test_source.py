@@ -170,3 +170,38 @@ def test_ensure_demo_refuses_a_partial_application_database(tmp_path):
     engine.dispose()
     with pytest.raises(FileExistsError, match="refusing"):
         ensure_demo_app_db(url, days=10, today=date(2026, 1, 10))
+
+
+def test_only_the_asked_metrics_are_counted_and_a_pattern_named_one_needs_no_code(app_url):
+    # `users_created` is not built in: its definition alone makes the `created` collector count profiles.
+    fill_app_db(app_url, {"profiles": [at(1), at(2), at(2, 13)], "posts": [at(1)], "comments": []})
+    counts = AppDatabase(app_url).count_days(
+        start=JAN_1, end=JAN_3, now=LATER, metrics=["users_created", "users_total"]
+    )
+    assert [set(d.values) for d in counts.days] == [{"users_created", "users_total"}] * 3
+    assert series(counts, "users_created") == [1, 2, 0]
+    assert series(counts, "users_total") == [1, 3, 3]
+
+
+def test_a_metric_without_collector_is_refused_before_reading(tmp_path):
+    reader = AppDatabase(f"sqlite:///{tmp_path / 'absent.sqlite'}")
+    with pytest.raises(ValueError, match="no collector counts activity metric 'logins_total'"):
+        reader.count_days(start=JAN_1, end=JAN_3, now=LATER, metrics=["posts_total", "logins_total"])
+    with pytest.raises(ValueError, match="no activity metric to count"):
+        reader.count_days(start=JAN_1, end=JAN_3, now=LATER, metrics=[])
+    assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_only_the_tables_of_the_asked_metrics_must_exist(tmp_path):
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE posts (id INTEGER PRIMARY KEY, created_at TIMESTAMP)"))
+        conn.execute(sa.text("INSERT INTO posts (id, created_at) VALUES (1, '2026-01-02 10:00:00')"))
+    engine.dispose()
+    reader = AppDatabase(url)
+    counts = reader.count_days(start=JAN_1, end=JAN_3, now=LATER, metrics=["posts_total"])
+    assert series(counts, "posts_total") == [0, 1, 1]
+    with pytest.raises(AppDatabaseError, match=r"lacks table\(s\) \['profiles'\]"):
+        reader.count_days(start=JAN_1, end=JAN_3, now=LATER, metrics=["users_total"])
+    reader.dispose()

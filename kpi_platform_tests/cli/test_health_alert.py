@@ -12,6 +12,8 @@ import pytest
 
 from kpi_platform import settings
 from kpi_platform.cli import command as cli
+from kpi_platform.defs import run_history
+from kpi_platform.defs.health import HEALTH_REPORT
 from kpi_platform.operations.health import DAEMON_HEARTBEAT_UNHEALTHY_S
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
@@ -118,3 +120,55 @@ def test_a_missing_warehouse_is_reported_and_exits_unhealthy(tmp_path, monkeypat
     assert code == 2
     assert "alerts: not sent, the warehouse (which keeps the alert state) cannot be read" in err
     assert monitor.pings == []
+
+
+def record_score(instance: dg.DagsterInstance, score: float, at: datetime) -> None:
+    """A materialization of the health report asset at `at` with metadata `score`, as its schedule leaves one."""
+    # PRIVATE: the public `report_runless_asset_event` stamps the current time; the score history needs the past.
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+    from dagster._core.events.log import EventLogEntry
+
+    materialization = dg.AssetMaterialization(HEALTH_REPORT, metadata={"score": score, "status": "unhealthy"})
+    event = DagsterEvent(
+        DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name="health_report_job",
+        event_specific_data=StepMaterializationData(materialization),
+    )
+    instance.store_event(
+        EventLogEntry(
+            error_info=None,
+            level="debug",
+            user_message="",
+            run_id="",
+            timestamp=at.timestamp(),
+            dagster_event=event,
+        )
+    )
+
+
+def test_a_score_below_80_for_over_an_hour_alerts_from_the_recorded_scores(tmp_path, monkeypatch, capsys):
+    """Clients registered, nothing collected: the report scores far below 80. The recorded scores decide when."""
+    for _ in make_platform(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'warehouse.sqlite'}"):
+        (tmp_path / "dagster_home").mkdir()
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+        now = datetime.now(UTC)
+        with dg.DagsterInstance.get() as instance:
+            beat(instance, now)
+            for minutes in (40, 25, 10):
+                record_score(instance, 30.0, now - timedelta(minutes=minutes))
+            assert [
+                s
+                for _, s in run_history.recorded_metadata(
+                    instance, HEALTH_REPORT, "score", since=now - timedelta(hours=3)
+                )
+            ] == [30.0, 30.0, 30.0]
+        with slack_sink(monkeypatch) as slack:
+            code, out, err = run(capsys)
+            assert code == 2 and "success_rates" in out and "next collection" in out
+            assert not any("Health score below 80" in t for t in texts(slack))
+            with dg.DagsterInstance.get() as instance:
+                record_score(instance, 30.0, now - timedelta(minutes=70))
+            code, _, err = run(capsys)
+            [message] = [t for t in texts(slack) if "Health score below 80" in t]
+            assert message.startswith("*[HIGH] Health score below 80 for over an hour*")
+            assert "health:score_low" in err

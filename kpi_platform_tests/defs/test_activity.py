@@ -142,7 +142,7 @@ def year_then_deletions_and_rerun(setup: Setup) -> None:
     assert len(stored) == 365 * 5
     by_key = {
         (d, t): v
-        for d, t, v in zip(stored["metric_date"], stored["metric_type"], stored["value"], strict=True)
+        for d, t, v in zip(stored["metric_date"], stored["metric_category"], stored["value"], strict=True)
     }
     assert all(by_key[(day.day, t)] == v for day in expected for t, v in day.values.items())
     evaluations = checks(result)
@@ -163,17 +163,17 @@ def year_then_deletions_and_rerun(setup: Setup) -> None:
 
 def test_force_replaces_a_day_logs_it_and_the_warn_check_shows_the_deletions(setup):
     assert setup.run(tags=YEAR_TAGS).success
-    before = setup.stored().set_index(["metric_date", "metric_type"])["value"]
+    before = setup.stored().set_index(["metric_date", "metric_category"])["value"]
     deleted = setup.delete_posts_created_before("2025-03-10")
     assert deleted > 0
 
     plain = setup.run(partition_key="2025-03-15")
     assert plain.success
-    assert setup.stored().set_index(["metric_date", "metric_type"])["value"].equals(before)
+    assert setup.stored().set_index(["metric_date", "metric_category"])["value"].equals(before)
 
     forced = setup.run(partition_key="2025-03-15", force=True)
     assert forced.success
-    after = setup.stored().set_index(["metric_date", "metric_type"])["value"]
+    after = setup.stored().set_index(["metric_date", "metric_category"])["value"]
     day = date(2025, 3, 15)
     assert after[(day, "posts_total")] == before[(day, "posts_total")] - deleted
     assert after[(day, "posts_created")] == before[(day, "posts_created")]
@@ -181,7 +181,7 @@ def test_force_replaces_a_day_logs_it_and_the_warn_check_shows_the_deletions(set
     messages = [e.message or "" for e in setup.instance.all_logs(forced.run_id)]
     old, new = int(before[(day, "posts_total")]), int(after[(day, "posts_total")])
     assert any(
-        f"forced replacement of daily metrics for 2025-03-15: platform/posts_total {old} → {new}" in m
+        f"forced replacement of daily metrics for 2025-03-15: posts_total {old} → {new}" in m
         for m in messages
     )
 
@@ -205,7 +205,7 @@ def test_missing_metric_fails_the_error_check_naming_the_day(setup):
     assert setup.run(tags=YEAR_TAGS).success
     with setup.warehouse.engine.begin() as conn:
         conn.execute(
-            sa.text("DELETE FROM daily_metrics WHERE metric_date = :d AND metric_type = 'users_total'"),
+            sa.text("DELETE FROM daily_metrics WHERE metric_date = :d AND metric_category = 'users_total'"),
             {"d": date(2025, 6, 1)},
         )
     result = setup.run(selection=dg.AssetSelection.checks(all_metrics_present))
@@ -215,6 +215,66 @@ def test_missing_metric_fails_the_error_check_naming_the_day(setup):
     assert evaluation.metadata["days_incomplete"].value == 1
     assert evaluation.metadata["missing_metrics"].value == {"2025-06-01": ["users_total"]}
     assert evaluation.metadata["window"].value == "2025-01-01..2025-12-31"
+
+
+def set_active(setup: Setup, metric: str, *, active: bool) -> None:
+    table = schema.metric_definitions
+    with setup.warehouse.engine.begin() as conn:
+        conn.execute(table.update().where(table.c.metric_category == metric).values(is_active=active))
+
+
+def test_inactive_and_added_definitions_are_followed_without_code_changes(setup):
+    set_active(setup, "comments_created", active=False)
+    with setup.warehouse.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO metric_definitions (metric_type, metric_category, display_name, description, unit, "
+                "format_pattern, aggregation) VALUES ('count', 'users_created', 'Users created', 'Profiles "
+                "created during the day.', 'users', ',.0f', 'sum'), ('count', 'logins_total', 'Logins', "
+                "'Sign-ins.', 'logins', ',.0f', 'last')"
+            )
+        )
+    result = setup.run(partition_key="2025-03-15")
+    assert result.success
+    stored = setup.stored()
+    assert sorted(stored["metric_category"]) == sorted(
+        ["users_total", "posts_total", "comments_total", "posts_created", "users_created"]
+    )
+    expected = AppDatabase(setup.app_url).count_days(
+        start=date(2025, 3, 15), end=date(2025, 3, 15), metrics=["users_created"]
+    )
+    assert (
+        stored.set_index("metric_category").loc["users_created", "value"]
+        == expected.days[0].values["users_created"]
+    )
+    metadata = result.asset_materializations_for_node("platform__daily_activity_snapshot")[-1].metadata
+    assert metadata["metrics_collected"].value == [
+        "users_total",
+        "posts_total",
+        "comments_total",
+        "posts_created",
+        "users_created",
+    ]
+    not_collected = metadata["metrics_not_collected"].value
+    assert not_collected["comments_created"] == "inactive (is_active = false)"
+    assert not_collected["logins_total"].startswith("no collector for this metric")
+    messages = run_messages(setup, result)
+    assert "activity metric comments_created not collected: inactive (is_active = false)" in messages
+    # The day is complete without the inactive metric; the one without collector is listed, never expected.
+    evaluation = checks(result)[ALL_PRESENT]
+    assert evaluation.passed
+    assert "comments_created" not in evaluation.metadata["expected_metrics"].value
+    assert set(evaluation.metadata["metrics_not_collected"].value) == {"comments_created", "logins_total"}
+
+
+def test_a_run_with_every_definition_inactive_fails_saying_why(setup):
+    for metric in ("users_total", "posts_total", "comments_total", "posts_created", "comments_created"):
+        set_active(setup, metric, active=False)
+    result = setup.run(partition_key="2025-03-15")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
+    assert failure.description.startswith("no active metric definition has a collector: nothing to snapshot")
+    assert setup.stored().empty
 
 
 def test_missing_application_database_fails_the_run_clearly(setup, tmp_path):

@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
+from kpi_platform.meta.pacing import WarehousePacingStore
 
 OCT_1, OCT_10 = date(2026, 10, 1), date(2026, 10, 10)
 
 
 def materialized(instance: dg.DagsterInstance) -> set[str]:
     return set(instance.get_materialized_partitions(CLIENT_DAILY_KPIS))
+
+
+def run_totals(result: dg.ExecuteInProcessResult) -> dict:
+    """The run's totals: the metadata of its one contract check result."""
+    (evaluation,) = result.get_asset_check_evaluations()
+    return {name: value.value for name, value in evaluation.metadata.items()}
+
+
+def day_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each partition's materialization metadata by partition key."""
+    return {
+        str(m.partition): {name: value.value for name, value in m.metadata.items()}
+        for m in result.asset_materializations_for_node("meta_ads__client_daily_kpis")
+    }
 
 
 def test_definitions_load():
@@ -40,9 +55,10 @@ def test_one_key_run(platform):
     assert len(days) == 1
     assert days.iloc[0]["source"] == "simulator"
     assert days.iloc[0]["run_id"] == result.run_id
-    (mat,) = result.asset_materializations_for_node("meta_ads__client_daily_kpis")
-    assert mat.metadata["days"].value == 1
-    assert mat.metadata["source"].value == "simulator"
+    (day,) = day_metadata(result).values()
+    assert (day["source"], day["currency"]) == ("simulator", "EUR")
+    assert day["spend"] == days.iloc[0]["spend"] and day["rows"] == days.iloc[0]["campaign_count"]
+    assert (run_totals(result)["run_days"], run_totals(result)["run_spend"]) == (1, days.iloc[0]["spend"])
 
 
 def test_range_run_is_one_run_with_one_request_stream(platform):
@@ -55,12 +71,43 @@ def test_range_run_is_one_run_with_one_request_stream(platform):
     assert len(days) == 10
     assert set(days["currency"]) == {"PLN"}
     assert days["campaign_count"].sum() == len(campaigns)
-    mats = result.asset_materializations_for_node("meta_ads__client_daily_kpis")
-    assert len(mats) == 10
-    meta = mats[0].metadata
-    assert meta["rows"].value == len(campaigns)
-    assert meta["api_requests"].value == 1
-    assert abs(meta["spend"].value - round(days["spend"].sum(), 2)) < 0.01
+    by_key = day_metadata(result)
+    assert len(by_key) == 10
+    totals = run_totals(result)
+    assert (totals["run_days"], totals["run_rows"], totals["run_api_requests"]) == (10, len(campaigns), 1)
+    assert abs(totals["run_spend"] - round(days["spend"].sum(), 2)) < 0.01
+    assert {k: m["spend"] for k, m in by_key.items()} == {
+        f"globex|{d:%Y-%m-%d}": spend for d, spend in zip(days["kpi_date"], days["spend"], strict=True)
+    }
+
+
+def test_each_partition_of_a_range_run_shows_its_own_day(platform):
+    result = platform.collect("acme", OCT_1, date(2026, 10, 3))
+    assert result.success
+    days = platform.warehouse.read_client_days(client_id="acme", start=OCT_1, end=date(2026, 10, 3))
+    by_key = day_metadata(result)
+    assert sorted(by_key) == ["acme|2026-10-01", "acme|2026-10-02", "acme|2026-10-03"]
+    for row in days.to_dict("records"):
+        day = by_key[f"acme|{row['kpi_date']:%Y-%m-%d}"]
+        assert (day["spend"], day["currency"], day["rows"]) == (row["spend"], "EUR", row["campaign_count"])
+        assert (day["impressions"], day["clicks"], day["leads"]) == (
+            row["impressions"],
+            row["clicks"],
+            row["leads"],
+        )
+        assert day["delivery"] == row["delivery"]
+        if row["delivery"] == "delivered":
+            assert day["quality_score"] == round(row["quality_score"], 4)
+        assert day["issues"] == len(row["quality_issues"])
+        assert day["issues_text"] == ("; ".join(row["quality_issues"]) or "none")
+        # Nothing of the run's size on a day: its totals are named as the run's, on the run.
+        assert not any(name.startswith("run_") for name in day) and "days" not in day
+    assert len({day["spend"] for day in by_key.values()}) == 3
+    totals = run_totals(result)
+    assert totals["run_days"] == 3 and totals["run_ranges"] == "acme 2026-10-01..2026-10-03"
+    assert abs(totals["run_spend"] - sum(day["spend"] for day in by_key.values())) < 0.01
+    logged = [e.user_message for e in platform.instance.all_logs(result.run_id) if e.dagster_event is None]
+    assert any(m.startswith("run totals: ") and "run_days 3," in m for m in logged)
 
 
 def test_rerun_leaves_the_same_rows(platform):
@@ -142,3 +189,27 @@ def test_a_partition_of_a_client_not_in_clients_yaml_fails_with_one_sentence(pla
     assert user.metadata["error"].value == "UnknownClientError"
     assert user.metadata["transient"].value is False
     assert not materialized(platform.instance)
+
+
+def test_a_run_paces_from_usage_another_run_stored_and_records_its_own(platform):
+    # Another run's latest response said acme's ad account is at 100 % until 4 s from now: this run waits for
+    # that before its first call instead of provoking a throttle error.
+    regain_at = datetime.now(UTC) + timedelta(seconds=4)
+    WarehousePacingStore(platform.warehouse).record(
+        "act_100000000001",
+        usage_pct=100.0,
+        regain_at=regain_at,
+        headers={"ad_account_usage": {"acc_id_util_pct": 100.0}},
+        at=datetime.now(UTC),
+    )
+    result = platform.collect("acme", OCT_1, OCT_1)
+    assert result.success
+    assert datetime.now(UTC) >= regain_at
+    totals = run_totals(result)
+    paced = totals["run_api_paced_s:act_100000000001"]
+    assert 0.0 < paced <= 4.0 and totals["run_api_paced_s"] == paced
+    usage = totals["run_api_usage_max_pct:act_100000000001"]
+    assert 0.0 < usage < 75.0 and totals["run_api_usage_max_pct"] == usage
+    # Its own response replaced the stored usage, for the next run.
+    (state,) = WarehousePacingStore(platform.warehouse).get(["act_100000000001"])
+    assert state.usage_pct == usage and state.headers["ad_account_usage"]["acc_id_util_pct"] == usage

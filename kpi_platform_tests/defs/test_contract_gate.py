@@ -40,8 +40,9 @@ class TamperingMetaApi(MetaApiResource):
     bad_day: str = "2026-10-03"
     bad_client: str | None = None
 
-    def get_client(self, *, accounts=None):
-        return _Tampering(super().get_client(accounts=accounts), self.bad_day, self.bad_client)
+    def get_client(self, *, accounts=None, pacing_store=None):
+        inner = super().get_client(accounts=accounts, pacing_store=pacing_store)
+        return _Tampering(inner, self.bad_day, self.bad_client)
 
 
 def run(platform, meta_api):
@@ -142,8 +143,8 @@ class _HugeCount:
 
 
 class HugeCountMetaApi(MetaApiResource):
-    def get_client(self, *, accounts=None):
-        return _HugeCount(super().get_client(accounts=accounts))
+    def get_client(self, *, accounts=None, pacing_store=None):
+        return _HugeCount(super().get_client(accounts=accounts, pacing_store=pacing_store))
 
 
 def test_a_count_too_large_for_its_column_fails_the_contract_by_name(platform_any):

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from kpi_platform.defs import run_history
 from kpi_platform.defs.health import HEALTH_REPORT, health_report_schedule
 from kpi_platform.warehouse import schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
@@ -65,6 +66,11 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     assert meta["failed_checks"] == 0
     assert meta["daemons_healthy"] == meta["daemons_required"] > 0
     assert "| daemon | healthy |" in meta["report"]
+    # The success rates, plotted per window, and their table against the targets in the report.
+    assert meta["completeness_pct_7d"] == 100.0 and meta["collection_success_pct_1d"] == 100.0
+    assert "| rate | target | 1 d | 7 d | 30 d |" in meta["report"]
+    assert "| collection success | ≥ 99 % | 100 % |" in meta["report"]
+    assert meta["failed_collections_24h"] == 0 and meta["hours_to_next_collection"] <= 24
 
     now = datetime.now(UTC)
     with platform.warehouse.engine.begin() as conn:
@@ -80,10 +86,15 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     assert len(history) == 2
 
 
-def test_schedule_is_hourly_and_running_by_default(platform):
+def test_schedule_runs_every_15_minutes_and_is_running_by_default(platform):
     defs = defs_with_health(platform)
     dg.Definitions.validate_loadable(defs)
-    assert health_report_schedule.cron_schedule == "40 * * * *"
+    ticks = run_history.cron_ticks(
+        str(health_report_schedule.cron_schedule),
+        health_report_schedule.execution_timezone or "UTC",
+        datetime(2026, 11, 20, 23, 50, tzinfo=UTC),
+    )
+    assert [f"{next(ticks):%H:%M}" for _ in range(5)] == ["23:55", "00:10", "00:25", "00:40", "00:55"]
     assert health_report_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     tick = health_report_schedule.evaluate_tick(
         dg.build_schedule_context(instance=platform.instance, repository_def=defs.get_repository_def())

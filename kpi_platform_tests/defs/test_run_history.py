@@ -1,9 +1,11 @@
 """Why a run failed, as the gap healer reads it from Dagster's run history: a run worker killed by a signal is
-named as such and stays non-transient (Dagster's own run retries re-run it first)."""
+named as such and stays non-transient (Dagster's own run retries re-run it first). Collection runs by kind, as the
+success rates read them, and a schedule's state and ticks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -11,7 +13,15 @@ from dagster._utils import (
     get_run_crash_explanation,  # PRIVATE: the code server's own wording for a dead worker
 )
 
-from kpi_platform.defs.run_history import failure_reason, worker_death
+from kpi_platform import settings
+from kpi_platform.defs.run_history import (
+    cron_ticks,
+    failure_reason,
+    finished_collection_runs,
+    schedule_state,
+    worker_death,
+)
+from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import NON_TRANSIENT_BASE_COOLDOWN_S, FailureMemory, record_failures
 
 
@@ -76,3 +86,59 @@ def test_the_collection_alert_names_a_dead_worker_too(instance):
         "RunWorkerDied",
         "the run worker process was terminated by signal 9 (SIGKILL)",
     )
+
+
+# --- collection runs as the success rates read them ---------------------------------------------------------------
+
+
+def test_finished_collection_runs_by_kind_without_canceled_or_retried_runs(instance):
+    when = datetime(2026, 11, 20, 5, 10, tzinfo=UTC)
+
+    def stored(
+        tags: dict[str, str], status: dg.DagsterRunStatus, job_name: str = "daily_collection_job"
+    ) -> str:
+        rng = ClientRange("acme", date(2026, 11, 1), date(2026, 11, 19)).tags()
+        run = instance.add_run(
+            dg.DagsterRun(job_name=job_name, tags={**rng, settings.CLIENT_TAG: "acme", **tags}, status=status)
+        )
+        return run.run_id
+
+    daily = stored({"kpi/reason": "daily"}, dg.DagsterRunStatus.SUCCESS)
+    heal = stored({"kpi/reason": "heal"}, dg.DagsterRunStatus.FAILURE)
+    backfill = stored({"dagster/backfill": "bkf1"}, dg.DagsterRunStatus.SUCCESS)
+    manual = stored({}, dg.DagsterRunStatus.FAILURE)
+    stored({"kpi/reason": "daily"}, dg.DagsterRunStatus.CANCELED)
+    stored({"kpi/reason": "daily", "dagster/will_retry": "true"}, dg.DagsterRunStatus.FAILURE)
+    stored({"kpi/reason": "finalize"}, dg.DagsterRunStatus.SUCCESS, job_name="monthly_summary_job")
+    runs = finished_collection_runs(
+        instance,
+        client_ids=["acme", "globex"],
+        since=when - timedelta(days=1),
+        job_name="daily_collection_job",
+        asset_key=dg.AssetKey(["meta_ads", "client_daily_kpis"]),
+    )
+    assert {(r.run_id, r.kind, r.succeeded) for r in runs} == {
+        (daily, "daily", True),
+        (heal, "heal", False),
+        (backfill, "backfill", True),
+        (manual, "manual", False),
+    }
+    assert {(r.client_id, r.start, r.end) for r in runs} == {("acme", date(2026, 11, 1), date(2026, 11, 19))}
+    assert (
+        finished_collection_runs(
+            instance,
+            client_ids=["globex"],
+            since=when,
+            job_name="daily_collection_job",
+            asset_key=dg.AssetKey("x"),
+        )
+        == []
+    )
+
+
+def test_a_schedule_without_stored_state_runs_as_declared(instance):
+    state = schedule_state(instance, "daily_collection_schedule", default_running=True)
+    assert (state.running, state.last_tick_at) == (True, None)
+    after = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+    ticks = cron_ticks("5 * * * *", "Europe/Warsaw", after)
+    assert [next(ticks) for _ in range(3)] == [after.replace(minute=5, hour=h) for h in (1, 2, 3)]

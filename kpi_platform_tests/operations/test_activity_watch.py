@@ -25,7 +25,7 @@ from kpi_platform.operations.activity_watch import (
     record_day_failures,
 )
 from kpi_platform.operations.alerts import Notifier, Severity
-from kpi_platform.warehouse import Warehouse
+from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 
 #: 12:00 UTC on the 20th: the 19th is due (from 02:00), the window is the 20th of October .. the 19th.
@@ -69,9 +69,9 @@ def test_facts_name_missing_and_incomplete_days_late_ones_and_the_newest_snapsho
         warehouse, snapshot_days(WINDOW_START, date(2026, 11, 10)), collected_at=taken - timedelta(days=3)
     )
     store_snapshots(warehouse, [date(2026, 11, 12), date(2026, 11, 13)], collected_at=taken, late=True)
-    store_snapshots(warehouse, [YESTERDAY], collected_at=taken, types=["users_total", "posts_total"])
+    store_snapshots(warehouse, [YESTERDAY], collected_at=taken, metrics=["users_total", "posts_total"])
     # Before the window and after the last due day: not judged.
-    store_snapshots(warehouse, [NOW.date()], collected_at=NOW, types=["users_total"])
+    store_snapshots(warehouse, [NOW.date()], collected_at=NOW, metrics=["users_total"])
 
     found = read_activity_facts(warehouse, now_utc=NOW)
     assert (found.start, found.end, found.expected_days) == (WINDOW_START, YESTERDAY, 30)
@@ -84,6 +84,27 @@ def test_facts_name_missing_and_incomplete_days_late_ones_and_the_newest_snapsho
     assert found.late_days == 2
     assert found.newest_collected_at == NOW  # the (not yet due) today row is the newest snapshot taken
     assert found.hours_since_snapshot == 0.0
+
+
+def test_an_inactive_metric_is_not_expected_and_the_alert_names_the_expected_ones(warehouse):
+    table = schema.metric_definitions
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            table.update().where(table.c.metric_category == "comments_created").values(is_active=False)
+        )
+    four = ["users_total", "posts_total", "comments_total", "posts_created"]
+    store_snapshots(warehouse, snapshot_days(WINDOW_START, YESTERDAY), collected_at=NOW, metrics=four)
+    found = read_activity_facts(warehouse, now_utc=NOW)
+    assert found.missing_in_window == []
+    assert found.expected_metrics == tuple(four)
+
+    store_snapshots(warehouse, [date(2026, 11, 20)], collected_at=NOW, metrics=["users_total"])
+    later = read_activity_facts(warehouse, now_utc=NOW + timedelta(days=1))
+    assert dict(later.missing) == {date(2026, 11, 20): ["posts_total", "comments_total", "posts_created"]}
+    (alert,) = [
+        a for a in activity_alerts(later, FailureStreak()) if a.key == missing_key(date(2026, 11, 20))
+    ]
+    assert "(expected: users_total, posts_total, comments_total, posts_created)" in alert.body
 
 
 def test_facts_of_an_empty_warehouse_miss_every_day_and_are_stale(warehouse):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from kpi_platform import settings
@@ -15,6 +16,7 @@ from kpi_platform.operations.plans import (
     collection_due_day,
     failure_reports,
     healing_keys,
+    history_gap_keys,
     lookback_window,
     missing_client_tag,
     plan_daily_collection,
@@ -22,6 +24,7 @@ from kpi_platform.operations.plans import (
     prune_failures,
     record_failures,
 )
+from kpi_platform.quality.history import ClientHistory
 
 
 def client(cid, tz="Europe/Warsaw", hour=6, lookback=28, active=True):
@@ -167,6 +170,113 @@ def test_failure_memory_is_pruned_to_active_clients_inside_the_horizon():
         statuses={"acme|2026-11-18": "MATERIALIZED", "acme|2026-11-17": "FAILED"},
     )
     assert set(kept) == {"acme|2026-11-17", "acme|2026-11-20"}
+
+
+def _history(cid: str, start: date, end: date, *missing: tuple[date, date]) -> ClientHistory:
+    days = sum((b - a).days + 1 for a, b in missing)
+    return ClientHistory(
+        cid, start, end, start, False, (end - start).days + 1 - days, tuple(sorted(missing, reverse=True))
+    )
+
+
+def test_healing_keys_start_at_each_clients_start_date():
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    late_start = replace(client("warsaw"), start_date=date(2026, 11, 18))
+    assert healing_keys([late_start], now_utc=now, horizon_days=90) == [
+        "warsaw|2026-11-18",
+        "warsaw|2026-11-19",
+    ]
+    # A start after the due day expects nothing yet.
+    future = replace(client("warsaw"), start_date=date(2026, 12, 1))
+    assert healing_keys([future], now_utc=now, horizon_days=90) == []
+
+
+def test_history_gaps_are_listed_newest_first_across_clients_up_to_the_cap():
+    histories = {
+        "acme": _history(
+            "acme",
+            date(2024, 1, 1),
+            date(2026, 11, 19),
+            (date(2026, 11, 19), date(2026, 11, 19)),  # inside the recent window: not a history key
+            (date(2026, 8, 20), date(2026, 8, 23)),  # straddles the window's start (the 22nd)
+            (date(2024, 3, 1), date(2024, 3, 2)),
+        ),
+        "globex": _history(
+            "globex", date(2025, 1, 1), date(2026, 11, 19), (date(2026, 5, 1), date(2026, 5, 1))
+        ),
+    }
+    before = {"acme": date(2026, 8, 22), "globex": date(2026, 8, 22)}
+    listed = history_gap_keys(histories, before=before, failures={}, now_ts=0.0, max_days=100)
+    assert listed == [
+        "acme|2026-08-21",
+        "acme|2026-08-20",
+        "globex|2026-05-01",
+        "acme|2024-03-02",
+        "acme|2024-03-01",
+    ]
+    # The cap keeps the newest; the oldest gaps wait for later ticks.
+    assert history_gap_keys(histories, before=before, failures={}, now_ts=0.0, max_days=3) == listed[:3]
+
+
+def test_held_back_history_days_never_use_up_the_cap():
+    histories = {
+        "acme": _history("acme", date(2024, 1, 1), date(2026, 11, 19), (date(2025, 6, 1), date(2025, 6, 5)))
+    }
+    given_up = FailureMemory(GIVE_UP_AFTER_FAILURES, 0.0, True, "token")
+    cooling = FailureMemory(1, 100.0, True, "token")
+    failures = {"acme|2025-06-05": given_up, "acme|2025-06-04": cooling, "acme|2025-06-03": given_up}
+    listed = history_gap_keys(
+        histories, before={"acme": date(2026, 8, 22)}, failures=failures, now_ts=200.0, max_days=2
+    )
+    assert listed == [
+        "acme|2025-06-05",
+        "acme|2025-06-04",
+        "acme|2025-06-03",
+        "acme|2025-06-02",
+        "acme|2025-06-01",
+    ]
+    plan = plan_gap_healing(
+        keys=listed, statuses={}, reserved=set(), failures=failures, now_ts=200.0, max_runs=20, tick=1
+    )
+    assert [(r.start, r.end) for r in plan.requests] == [(date(2025, 6, 1), date(2025, 6, 2))]
+    assert (plan.given_up, plan.cooling) == (("acme|2025-06-05", "acme|2025-06-03"), ("acme|2025-06-04",))
+
+
+def test_recent_ranges_come_before_history_ranges_within_the_run_cap():
+    history = [f"acme|2025-06-0{d}" for d in (3, 1)] + ["globex|2024-02-01"]
+    recent = ["acme|2026-11-18", "acme|2026-11-19", "globex|2026-11-17"]
+    statuses = {"acme|2026-11-18": "MATERIALIZED"}
+    plan = plan_gap_healing(
+        keys=recent + history, statuses=statuses, reserved=set(), failures={}, now_ts=0.0, max_runs=3, tick=1
+    )
+    assert [(r.client_id, str(r.start)) for r in plan.requests] == [
+        ("acme", "2026-11-19"),
+        ("globex", "2026-11-17"),
+        ("acme", "2025-06-03"),
+    ]
+    assert plan.deferred_ranges == 2
+
+
+def test_failure_memory_of_history_days_is_kept_while_the_warehouse_misses_them():
+    memory = FailureMemory(GIVE_UP_AFTER_FAILURES, 0.0, True, "token")
+    failures = {
+        "acme|2025-06-01": memory,  # still missing: a given-up day stays given up once older than the window
+        "acme|2025-06-02": memory,  # stored meanwhile (a backfill): forgotten
+        "acme|2023-12-31": memory,  # before the client's history
+        "acme|2026-11-17": memory,
+    }
+    histories = {
+        "acme": _history("acme", date(2025, 1, 1), date(2026, 11, 19), (date(2025, 6, 1), date(2025, 6, 1)))
+    }
+    kept = prune_failures(
+        failures,
+        clients=[client("acme")],
+        now_utc=datetime(2026, 11, 20, 12, 0, tzinfo=UTC),
+        horizon_days=3,
+        statuses={},
+        histories=histories,
+    )
+    assert set(kept) == {"acme|2025-06-01", "acme|2026-11-17"}
 
 
 def test_a_run_of_one_client_without_the_client_tag_gets_it():

@@ -12,14 +12,19 @@ import pytest
 from kpi_platform import settings
 from kpi_platform.operations.alerts import Notifier, Severity
 from kpi_platform.operations.health import HealthCheck, HealthReport, HealthStatus
+from kpi_platform.operations.health.success_rates import TARGETS, WINDOWS, Rate, rates_finding
 from kpi_platform.operations.missing_clients import MISSING_CLIENTS_KEY
 from kpi_platform.operations.watchdog import (
     HEALTH_ALERT_PREFIX,
     NO_CHANNEL,
+    SCORE_LOW_KEY,
+    SUCCESS_RATE_ALERT_PREFIX,
     health_alerts,
     health_problems,
+    low_score_since,
     ping_heartbeat,
     run_watchdog,
+    success_rate_alerts,
 )
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.ping_sink import ping_sink
@@ -212,3 +217,105 @@ def test_the_heartbeat_url_is_redacted_from_alert_messages(warehouse, sinks):
     watch(leaky, warehouse, env)
     (message,) = texts(slack)
     assert PING_PATH not in message and "0f6c1b0e" not in message
+
+
+# --- the score alert and the success-rate alerts ------------------------------------------------------------------
+
+
+def scored(score: float, at: datetime = NOW) -> HealthReport:
+    """A degraded report (no check alert of its own) scoring `score`."""
+    check = HealthCheck(name="missing_days", status=HealthStatus.DEGRADED, score=score, summary="as arranged")
+    return HealthReport.from_checks([check], generated_at=at)
+
+
+def minutes_ago(*pairs: tuple[int, float]) -> list[tuple[datetime, float]]:
+    return [(NOW - timedelta(minutes=m), score) for m, score in pairs]
+
+
+def test_the_low_stretch_starts_at_its_first_score_below_80():
+    assert low_score_since(minutes_ago((90, 70), (60, 85), (45, 79.9), (30, 50), (0, 60))) == NOW - timedelta(
+        minutes=45
+    )
+    assert low_score_since(minutes_ago((30, 50), (0, 80))) is None
+    assert low_score_since([]) is None
+
+
+def test_score_below_80_for_over_an_hour_alerts_once_and_resolves_itself(warehouse, sinks):
+    slack, _, env = sinks
+    # Below 80 for 50 minutes: not yet.
+    early = watch(
+        scored(60), warehouse, env, score_history=minutes_ago((50, 70), (35, 75), (20, 65), (5, 62))
+    )
+    assert early.health.open == ()
+    # A score of 80 or more 30 minutes ago breaks the stretch, however low it was before.
+    broken = watch(scored(60), warehouse, env, score_history=minutes_ago((75, 40), (30, 80), (15, 60)))
+    assert broken.health.open == ()
+    # 65 minutes below 80 (the recorded scores and this report's own).
+    low = minutes_ago((65, 70), (50, 72), (35, 60), (20, 65), (5, 62))
+    first = watch(scored(60), warehouse, env, score_history=low)
+    assert first.health.notified == (SCORE_LOW_KEY,)
+    (message,) = texts(slack)
+    assert message.startswith("*[HIGH] Health score below 80 for over an hour*")
+    assert "for 1.1 h" in message and "now 60/100" in message and "missing_days 60" in message
+    assert watch(scored(61), warehouse, env, score_history=low).health.notified == ()
+    # The recorded scores cannot be read: not evaluated, the alert stays as it is.
+    unread = watch(scored(95), warehouse, env, score_history=None)
+    assert unread.health.open == (SCORE_LOW_KEY,) and unread.health.resolved == ()
+    # Back at 80: resolved.
+    recovered = watch(scored(80), warehouse, env, score_history=low)
+    assert recovered.health.resolved == (SCORE_LOW_KEY,)
+    assert texts(slack)[-1].startswith("*[RESOLVED] Health score below 80 for over an hour*")
+
+
+def rates_report(values: dict[tuple[str, int], float | None]) -> HealthReport:
+    rates = [Rate(t.name, d, values.get((t.name, d)), 0, 10) for t in TARGETS for d in WINDOWS]
+    finding = rates_finding(rates)
+    check = HealthCheck(
+        name="success_rates",
+        status=finding.status,
+        score=finding.score,
+        summary=finding.summary,
+        details=finding.details,
+        metrics=finding.metrics,
+        weight=0.0,
+    )
+    return HealthReport.from_checks([check], generated_at=NOW)
+
+
+def test_one_alert_per_rate_below_target_over_7_days():
+    alerts = success_rate_alerts(
+        rates_report(
+            {
+                ("collection_success", 7): 97.5,
+                ("completeness", 1): 90.0,  # one day alone does not alert
+                ("quality_avg", 7): 95.0,  # must be above 95
+                ("freshness", 7): 95.0,
+                ("backfill_healing_success", 7): None,  # nothing counted
+            }
+        )
+    )
+    assert alerts is not None
+    assert [(a.key, a.severity) for a in alerts] == [
+        ("success_rate:collection_success", Severity.MEDIUM),
+        ("success_rate:quality_avg", Severity.MEDIUM),
+    ]
+    assert alerts[0].title == "Collection success below target (97.5 %, 7 d)"
+    assert "is 97.5 % (0 of 10); the target is ≥ 99 %" in alerts[0].body
+    assert "is 95 (mean of 10 delivered days); the target is > 95" in alerts[1].body
+    # No evaluated success rates in the report: nothing to judge.
+    assert success_rate_alerts(HEALTHY) is None
+
+
+def test_rate_alerts_resolve_when_back_on_target_and_stay_while_not_evaluated(warehouse):
+    below = rates_report({("completeness", 7): 98.0})
+    first = watch(below, warehouse, {})
+    assert first.rates is not None and first.rates.open == ("success_rate:completeness",)
+    # The rates could not be evaluated (no entry): the problem stays open.
+    assert watch(HEALTHY, warehouse, {}).rates is None
+    notifier = Notifier(warehouse, channels=(), clock=lambda: NOW)
+    assert [p.key for p in notifier.open_problems(scope_prefix=SUCCESS_RATE_ALERT_PREFIX)] == [
+        "success_rate:completeness"
+    ]
+    back = watch(rates_report({("completeness", 7): 99.5}), warehouse, {})
+    assert back.rates is not None and back.rates.resolved == ("success_rate:completeness",)
+    assert any(line.startswith("alerts (success rates): 0 open") for line in back.lines)

@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 
 from kpi_platform.quality.rules import (
+    SCORED_CHECKS,
     CheckSeverity,
     Thresholds,
     anomalies,
+    assess_quality,
     completeness,
     freshness,
     quality_scores,
@@ -210,34 +212,129 @@ def test_split_days_pass_on_consistent_days():
 # --- quality score ----------------------------------------------------------------------------------------------
 
 
-def test_quality_scores_deduct_per_violated_rule_and_keep_the_index():
-    d = date(2025, 3, 1)
-    rows = [day("a", d + timedelta(days=i)) for i in range(6)]  # CTR 2 %, CPC 0.5, spend 50
-    rows.append(day("a", date(2025, 3, 7), impressions=100_000, clicks=50))  # CTR 0.05 %, CPC 1.0
-    rows.append(day("a", date(2025, 3, 8), spend=400.0, clicks=100))  # 8x median spend, CPC 4
-    rows.append(day("a", date(2025, 3, 9), spend=2.0, impressions=1000, clicks=200))  # CTR 20 %, CPC 0.01
-    rows.append(idle("a", date(2025, 3, 10)))
-    frame = days_frame(rows)
-    frame.index = [f"r{i % 4}" for i in range(len(frame))]  # repeated labels stay aligned by position
-    scores = quality_scores(frame, {})
-    assert list(scores.index) == list(frame.index)
-    assert scores.tolist() == [100.0] * 6 + [75.0, 75.0, 50.0, 100.0]
-
-    strict = quality_scores(frame, {"a": Thresholds(max_daily_spend=40.0, cpc_max=0.9)})
-    assert strict.tolist() == [75.0] * 6 + [25.0, 50.0, 50.0, 100.0]
-
-    summary = quality_summary(frame, scores)
-    assert json.loads(json.dumps(summary)) == summary
-    assert summary["per_client"] == {"a": pytest.approx(sum(scores) / len(scores), abs=0.01)}
-    assert summary["days_below_100"] == 3 and summary["lowest_client"] == "a"
+#: A day inside every default limit: spend 50 EUR, CTR 2 %, CPC 0.50, conversion rate 2 %.
+GOOD = {"spend": 50.0, "impressions": 5000, "clicks": 100, "leads": 2}
 
 
-def test_quality_scores_judge_each_client_against_its_own_median():
-    rows = [day("small", date(2025, 3, i), spend=10.0, clicks=20) for i in range(1, 6)]
-    rows += [
-        day("big", date(2025, 3, i), spend=1000.0, impressions=500_000, clicks=2000) for i in range(1, 6)
+@pytest.mark.parametrize(
+    ("values", "limits", "check", "issue"),
+    [
+        (
+            {"spend": 12_000.0, "impressions": 10_000, "clicks": 300},
+            {},
+            "spend",
+            "spend 12000.00 above 10000.00 EUR",
+        ),
+        # With the default limits more than 100,000 clicks means a CPC below 0.10 or spend above 10,000 as well.
+        (
+            {"spend": 750.0, "impressions": 50_000, "clicks": 1500},
+            {"max_daily_clicks": 1000},
+            "clicks",
+            "clicks 1500 above 1000",
+        ),
+        ({"spend": 25.0, "impressions": 100_000, "clicks": 50}, {}, "ctr", "ctr 0.05 % below 0.10 %"),
+        ({"spend": 300.0, "impressions": 1000, "clicks": 200}, {}, "ctr", "ctr 20.00 % above 10.00 %"),
+        ({"spend": 7_210.0}, {}, "cpc", "cpc 72.10 above 50.00 EUR"),
+        ({"spend": 5.0}, {}, "cpc", "cpc 0.05 below 0.10 EUR"),
+    ],
+)
+def test_each_scored_check_fails_alone_with_its_issue(values, limits, check, issue):
+    frame = days_frame([day("a", TODAY, **(GOOD | values))])
+    assessment = assess_quality(frame, {"a": Thresholds(**limits)})
+    checks = assessment.checks.iloc[0]
+    assert [name for name in SCORED_CHECKS if checks[name] is not pd.NA and not checks[name]] == [check]
+    assert assessment.scores.tolist() == [80.0]  # four of the five checks passed
+    assert assessment.issues.tolist() == [[issue]]
+
+
+def test_a_delivered_day_without_data_fails_has_data_and_spend():
+    # Campaign rows that delivered nothing: the day is not recorded as idle, so it is judged.
+    frame = days_frame([day("a", TODAY, spend=0.0, impressions=0, clicks=0, leads=0, delivery="delivered")])
+    assessment = assess_quality(frame, {})
+    checks = assessment.checks.iloc[0]
+    assert [checks[c] for c in SCORED_CHECKS][:3] == [False, False, True]
+    assert checks[["ctr", "cpc"]].isna().all()  # nothing to divide by: not applicable
+    assert assessment.scores.tolist() == [33.33]  # 1 of the 3 applicable checks passed
+    assert assessment.issues.tolist() == [
+        [
+            "has_data: 0 impressions, 0 clicks and spend 0.00 EUR on a day not recorded as idle",
+            "spend 0.00 not above 0.00 EUR",
+        ]
     ]
-    assert (quality_scores(days_frame(rows), {}) == 100.0).all()
+
+
+def test_idle_days_are_not_scored_and_left_out_of_the_average():
+    rows = [
+        day("a", TODAY, **GOOD),
+        day("a", TODAY + timedelta(days=1), spend=7_210.0),
+        idle("a", date(2025, 4, 3)),
+    ]
+    frame = days_frame(rows)
+    assessment = assess_quality(frame, {})
+    assert assessment.checks.iloc[2].isna().all()
+    assert assessment.scores.iloc[:2].tolist() == [100.0, 80.0] and np.isnan(assessment.scores.iloc[2])
+    assert assessment.issues.iloc[2] == []
+
+    summary = quality_summary(frame, assessment.scores)
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["per_client"] == {"a": 90.0} and summary["quality_score_mean"] == 90.0
+    assert (summary["days_scored"], summary["days_not_scored"], summary["days_below_100"]) == (2, 1, 1)
+    only_idle = days_frame([idle("b", TODAY)])
+    assert quality_summary(only_idle, quality_scores(only_idle, {}))["per_client"] == {}
+
+
+def test_limits_are_inclusive_and_ratios_without_a_denominator_are_not_judged():
+    rows = [
+        day(
+            "a", TODAY, spend=10_000.0, impressions=1_000_000, clicks=1000, leads=100
+        ),  # CTR 0.1 %, CPC 10, 10 %
+        day("a", TODAY, spend=50.0, impressions=1000, clicks=1, leads=0),  # CPC 50.00 exactly, CTR 0.1 %
+        day("a", TODAY, spend=2.0, impressions=400, clicks=0, leads=0),  # CTR 0 %, no CPC
+    ]
+    assessment = assess_quality(days_frame(rows), {})
+    assert assessment.scores.tolist() == [100.0, 100.0, 75.0]
+    assert pd.isna(assessment.checks["cpc"].iloc[2]) and pd.isna(assessment.checks["conversion_rate"].iloc[2])
+    assert assessment.issues.iloc[2] == ["ctr 0.00 % below 0.10 %"]
+
+
+def test_limits_are_the_clients_own_in_its_currency():
+    pln = {"spend": 30.0, "impressions": 5000, "clicks": 1, "leads": 0, "currency": "PLN"}
+    rows = [day("globex", TODAY, **pln), day("acme", TODAY, **(pln | {"currency": "EUR"}))]
+    thresholds = {"globex": Thresholds(cpc_max=20.0, min_daily_spend=40.0, max_conversion_rate_pct=5.0)}
+    assessment = assess_quality(days_frame(rows), thresholds)
+    assert assessment.issues.tolist() == [
+        ["spend 30.00 below 40.00 PLN", "ctr 0.02 % below 0.10 %", "cpc 30.00 above 20.00 PLN"],
+        ["ctr 0.02 % below 0.10 %"],  # acme has the defaults: CPC 30 is within 0.10-50
+    ]
+    assert assessment.scores.tolist() == [40.0, 80.0]
+
+
+def test_an_issue_shows_enough_decimals_to_differ_from_its_limit():
+    frame = days_frame([day("a", TODAY, spend=5_000.4, impressions=100_000, clicks=100)])
+    assert assess_quality(frame, {}).issues.tolist() == [["cpc 50.004 above 50.000 EUR"]]
+
+
+def test_a_conversion_rate_above_ten_percent_is_an_issue_but_not_scored():
+    rows = [
+        day("a", TODAY, leads=10, calls=1),
+        day("a", TODAY, leads=10),
+    ]  # 11 % and exactly 10 % of 100 clicks
+    assessment = assess_quality(days_frame(rows), {})
+    assert assessment.checks["conversion_rate"].tolist() == [False, True]
+    assert assessment.scores.tolist() == [100.0, 100.0]
+    assert assessment.issues.tolist() == [["conversion_rate 11.00 % above 10.00 %"], []]
+
+
+def test_quality_scores_keep_the_frames_index():
+    rows = [day("a", TODAY + timedelta(days=i), **GOOD) for i in range(3)]
+    rows.append(day("a", date(2025, 4, 9), spend=7_210.0))
+    rows.append(idle("a", date(2025, 4, 10)))
+    frame = days_frame(rows)
+    frame.index = [f"r{i % 2}" for i in range(len(frame))]  # repeated labels stay aligned by position
+    assessment = assess_quality(frame, {})
+    assert list(assessment.scores.index) == list(frame.index) == list(assessment.issues.index)
+    assert assessment.scores.iloc[:4].tolist() == [100.0, 100.0, 100.0, 80.0]
+    assert assessment.issues.tolist() == [[], [], [], ["cpc 72.10 above 50.00 EUR"], []]
 
 
 # --- anomalies --------------------------------------------------------------------------------------------------

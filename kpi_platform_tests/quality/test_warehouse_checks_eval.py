@@ -13,10 +13,11 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.clients import Client, ClientSettings
-from kpi_platform.collect import build_daily_totals, client_thresholds, date_range
+from kpi_platform.collect import build_daily_totals, date_range, score_days
 from kpi_platform.meta.parse import CAMPAIGN_COLUMNS
-from kpi_platform.quality.rules import CheckSeverity, quality_scores
+from kpi_platform.quality.rules import CheckSeverity
 from kpi_platform.quality.warehouse_checks import (
+    METADATA_ISSUE_DAYS,
     CheckOutcome,
     client_required_day,
     evaluate_warehouse_checks,
@@ -86,7 +87,7 @@ def store(warehouse: Warehouse, client: Client, start: date, end: date, edit: Ed
     totals = build_daily_totals(
         campaigns, client_id=client.id, start=start, end=end, currency=client.currency
     )
-    totals["quality_score"] = quality_scores(totals, {client.id: client_thresholds(client)})
+    totals = score_days(totals, client)
     stamp = {"source": settings.SOURCE_SIMULATOR, "fetched_at": NIGHT, "run_id": "test"}
     warehouse.replace_client_range(
         client_id=client.id,
@@ -267,14 +268,119 @@ def test_spend_without_conversions_fails_split_days(warehouse):
 
 
 def test_a_client_outside_its_thresholds_fails_the_quality_score_with_warn(warehouse):
-    # CTR (about 2 %) and CPC (about 0.50) both outside these limits: every day scores 50.
+    # CTR (about 2 %) and CPC (about 0.50) both outside these limits: every day passes 3 of 5 checks, scoring 60.
     strict = replace(WARSAW, settings=ClientSettings(ctr_pct_max=1.0, cpc_max=0.2))
     fill(warehouse, NIGHT, (strict, NEW_YORK))
 
     outcome = evaluate(warehouse, NIGHT, (strict, NEW_YORK))["quality_score_acceptable"]
     assert not outcome.passed and outcome.severity is CheckSeverity.WARN
-    assert outcome.metadata["clients_below_min"] == [WARSAW.id]
-    assert outcome.metadata["per_client"] == {WARSAW.id: 50.0, NEW_YORK.id: 100.0}
+    meta = outcome.metadata
+    assert meta["clients_below_target"] == [WARSAW.id] and meta["target_score"] == 95.0
+    assert meta["per_client"] == {WARSAW.id: 60.0, NEW_YORK.id: 100.0}
+    window_days = (date(2025, 3, 31) - date(2025, 3, 3)).days + 1  # the 30-day window's stored days at NIGHT
+    assert meta["n_days_with_issues"] == meta["n_ctr_issues"] == meta["n_cpc_issues"] == window_days
+    assert meta["n_spend_issues"] == meta["n_has_data_issues"] == 0
+    listed = meta["days_with_issues"]
+    assert len(listed) == min(window_days, METADATA_ISSUE_DAYS)
+    assert listed[0] == {
+        "client_id": WARSAW.id,
+        "kpi_date": "2025-03-31",
+        "quality_score": 60.0,
+        "issues": ["ctr 2.00 % above 1.00 %", "cpc 0.50 above 0.20 PLN"],
+    }
+    assert [d["kpi_date"] for d in listed] == sorted((d["kpi_date"] for d in listed), reverse=True)
+
+
+def on_days(days: list[date], **values) -> Edit:
+    """An edit setting `values` on every campaign row of each of `days`."""
+
+    def edit(campaigns: pd.DataFrame) -> pd.DataFrame:
+        out = campaigns.copy()
+        out.loc[out["kpi_date"].isin(days), list(values)] = list(values.values())
+        return out
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("low_days", "target", "passed"), [(7, None, True), (8, None, False), (8, 90.0, True)]
+)
+def test_the_quality_score_must_average_above_the_target(warehouse, low_days, target, passed):
+    # 29 stored days in the window; a day whose CTR is below 0.1 % passes 4 of 5 checks: 80.
+    # 7 such days average 95.17, 8 average 94.48: above and below the default target of 95.
+    low = [date(2025, 3, 31) - timedelta(days=i) for i in range(low_days)]
+    client = (
+        WARSAW if target is None else replace(WARSAW, settings=ClientSettings(quality_score_target=target))
+    )
+    fill(warehouse, NIGHT, (client, NEW_YORK), edits={WARSAW.id: on_days(low, impressions=200_000)})
+
+    outcome = evaluate(warehouse, NIGHT, (client, NEW_YORK))["quality_score_acceptable"]
+    assert outcome.passed is passed and outcome.severity is CheckSeverity.WARN
+    meta = outcome.metadata
+    assert meta["per_client"][WARSAW.id] == round((29 - low_days) * 100 / 29 + low_days * 80 / 29, 2)
+    assert meta["clients_below_target"] == ([] if passed else [WARSAW.id])
+    assert meta["target_by_client"] == ({} if target is None else {WARSAW.id: target})
+    assert [(d["kpi_date"], d["quality_score"]) for d in meta["days_with_issues"]] == [
+        (day.isoformat(), 80.0) for day in low
+    ]
+    assert all(
+        len(d["issues"]) == 1 and d["issues"][0].startswith("ctr 0.0") for d in meta["days_with_issues"]
+    )
+
+
+def test_idle_days_are_not_scored_and_left_out_of_the_average(warehouse):
+    dark = [date(2025, 3, 20) + timedelta(days=i) for i in range(5)]
+    fill(warehouse, NIGHT, edits={NEW_YORK.id: lambda c: c[~c["kpi_date"].isin(dark)]})
+
+    stored = warehouse.read_client_days(client_id=NEW_YORK.id, start=dark[0], end=dark[-1])
+    assert (stored["delivery"] == "idle").all() and stored["quality_score"].isna().all()
+    assert stored["quality_issues"].tolist() == [[]] * len(dark)
+    outcome = evaluate(warehouse, NIGHT)["quality_score_acceptable"]
+    assert outcome.passed
+    assert outcome.metadata["per_client"] == {WARSAW.id: 100.0, NEW_YORK.id: 100.0}
+    assert outcome.metadata["days_not_scored"] == len(dark) and outcome.metadata["n_days_with_issues"] == 0
+
+
+def test_a_suspicious_conversion_rate_is_listed_but_not_scored(warehouse):
+    day = date(2025, 3, 25)
+    fill(warehouse, NIGHT, edits={WARSAW.id: on_days([day], leads=40)})  # 80 leads and 3 calls of 240 clicks
+
+    outcome = evaluate(warehouse, NIGHT)["quality_score_acceptable"]
+    assert outcome.passed and outcome.metadata["per_client"][WARSAW.id] == 100.0
+    assert outcome.metadata["n_conversion_rate_issues"] == 1
+    [listed] = outcome.metadata["days_with_issues"]
+    assert (listed["client_id"], listed["kpi_date"], listed["quality_score"]) == (
+        WARSAW.id,
+        "2025-03-25",
+        100.0,
+    )
+    assert listed["issues"] == ["conversion_rate 34.58 % above 10.00 %"]
+
+
+def test_tracking_not_configured_is_told_apart_from_zero_conversions(warehouse):
+    converting = replace(WARSAW, id="waw-converting", ad_account_id="act_3")
+    no_conversions = {name: 0 for name in settings.CONVERSION_COUNT_COLUMNS}
+    # Warsaw converted until the window began, then not once; New York never reported a conversion at all.
+    window = [date(2025, 3, 3) + timedelta(days=i) for i in range(29)]
+    clients = (WARSAW, NEW_YORK, converting)
+    fill(
+        warehouse,
+        NIGHT,
+        clients,
+        edits={
+            WARSAW.id: on_days(window, **no_conversions),
+            NEW_YORK.id: lambda c: c.assign(**no_conversions),
+        },
+    )
+
+    meta = evaluate(warehouse, NIGHT, clients)["quality_score_acceptable"].metadata
+    assert meta["conversion_tracking"] == {
+        converting.id: "converting",
+        NEW_YORK.id: "tracking not configured",
+        WARSAW.id: "zero conversions",
+    }
+    assert meta["clients_tracking_not_configured"] == [NEW_YORK.id]
+    assert meta["clients_zero_conversions"] == [WARSAW.id]
 
 
 def test_a_spend_spike_fails_no_anomalies_with_warn(warehouse):
@@ -320,3 +426,28 @@ def test_a_month_that_differs_from_its_days_fails_months_equal_sum_of_days(wareh
     assert [(c["client_id"], c["kpi_date"], c["column"]) for c in culprits] == [
         (WARSAW.id, "2025-03-01", "clicks")
     ]
+
+
+def test_completeness_reports_the_whole_history_and_starts_its_windows_at_start_date(warehouse):
+    started = replace(WARSAW, start_date=date(2025, 3, 20))
+    warehouse.upsert_clients([started.to_row(), NEW_YORK.to_row()])
+    # At NOON Warsaw's due day is 2025-04-01 and New York's 2025-03-31. Warsaw starts on its start_date, so the
+    # days before it are not missing; New York has no start_date and misses two days older than both windows.
+    store(warehouse, started, date(2025, 3, 20), date(2025, 4, 1))
+    store(warehouse, NEW_YORK, FIRST_DAY, date(2025, 2, 9))
+    store(warehouse, NEW_YORK, date(2025, 2, 12), date(2025, 3, 31))
+
+    outcome = evaluate_warehouse_checks(warehouse=warehouse, clients=[started, NEW_YORK], now_utc=NOON)[0]
+    assert outcome.name == "completeness_meets_target"
+    assert outcome.passed
+    assert outcome.metadata["per_client"][started.id]["missing_days_30d"] == 0
+    assert outcome.metadata["missing_days_history"] == 2
+    assert outcome.metadata["missing_days_history_per_client"] == {NEW_YORK.id: 2}
+    assert outcome.metadata["history_start_per_client"] == {
+        NEW_YORK.id: "2025-02-01",
+        started.id: "2025-03-20",
+    }
+    assert (outcome.metadata["oldest_missing_day"], outcome.metadata["oldest_missing_client"]) == (
+        "2025-02-10",
+        NEW_YORK.id,
+    )

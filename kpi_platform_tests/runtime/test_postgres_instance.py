@@ -103,8 +103,20 @@ def test_range_run_is_recorded_in_postgres_storage(pg_platform, dagster_db_url):
     assert len(days) == 5
     assert set(days["run_id"]) == {result.run_id}
     assert len(campaigns) == days["campaign_count"].sum() > 0
-    (first, *_) = result.asset_materializations_for_node("meta_ads__client_daily_kpis")
-    assert first.metadata["rows"].value == len(campaigns)
+    # Each partition's materialization carries its own day's figures, through the batched event write too.
+    rows_by_key = {
+        str(m.partition): m.metadata["rows"].value
+        for m in result.asset_materializations_for_node("meta_ads__client_daily_kpis")
+    }
+    assert rows_by_key == {
+        f"acme|{day:%Y-%m-%d}": count
+        for day, count in zip(days["kpi_date"], days["campaign_count"], strict=True)
+    }
+    stored = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=CLIENT_DAILY_KPIS, asset_partitions=["acme|2026-10-02"]),
+        limit=1,
+    ).records[0]
+    assert stored.asset_materialization.metadata["spend"].value == days.iloc[1]["spend"]
 
 
 def test_rerun_leaves_the_same_rows(pg_platform, dagster_db_url):

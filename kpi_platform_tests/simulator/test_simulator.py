@@ -26,6 +26,7 @@ from kpi_platform.simulator import (
     FaultConfig,
     InsightsQuery,
     MetaSimulator,
+    RateLimits,
     SimulatorConfig,
     campaigns,
     day_deliveries,
@@ -605,3 +606,94 @@ def test_counters_count_requests_per_kind(in_process: Connect) -> None:
     counters = api.simulator.counters()
     assert counters.requests == api.simulator.request_count == sum(counters.by_kind.values())
     assert counters.by_kind == {"insights": pages, "report_create": 1, "report_status": 1}
+
+
+# --- Usage and rate limits ----------------------------------------------------------------------------------
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+
+    def __call__(self) -> float:
+        return self.seconds
+
+
+def limited(account_calls: int, app_calls: int = 1000, window_s: float = 60.0) -> tuple[Api, ManualClock]:
+    clock = ManualClock()
+    limits = RateLimits(window_s=window_s, account_calls=account_calls, app_calls=app_calls)
+    simulator = MetaSimulator(SimulatorConfig(today=TODAY, rate_limits=limits), clock=clock)
+    session = requests.Session()
+    mount_simulator(session, simulator)
+    return Api(session, settings.SIMULATOR_BASE_URL, simulator), clock
+
+
+def usage_of_response(response: requests.Response) -> tuple[float, float, float, float]:
+    """(account %, app %, regain minutes, ad account reset seconds) as the response's headers report them."""
+    buc = json.loads(response.headers["X-Business-Use-Case-Usage"])["100000000001"][0]
+    account = json.loads(response.headers["X-Ad-Account-Usage"])
+    app = json.loads(response.headers["X-App-Usage"])
+    throttle = json.loads(response.headers["x-fb-ads-insights-throttle"])
+    assert buc["call_count"] == account["acc_id_util_pct"] == throttle["acc_id_util_pct"]
+    assert app["call_count"] == throttle["app_id_util_pct"]
+    return (
+        buc["call_count"],
+        app["call_count"],
+        buc["estimated_time_to_regain_access"],
+        account["reset_time_duration"],
+    )
+
+
+def test_usage_rises_with_the_call_rate_and_falls_as_calls_leave_the_window() -> None:
+    api, clock = limited(account_calls=4, app_calls=8)
+    seen = []
+    for _ in range(4):
+        seen.append(usage_of_response(api.insights(TODAY, TODAY)))
+        clock.seconds += 10
+    assert seen == [
+        (25.0, 12.5, 0, 60),
+        (50.0, 25.0, 0, 60),
+        (75.0, 37.5, 0, 60),
+        # At 100 % the next call would be refused: Meta's wait is until the oldest call leaves the window.
+        (100.0, 50.0, 0.5, 60),
+    ]
+    clock.seconds += 15  # 55 s after the first call: all four still count
+    throttled = api.insights(TODAY, TODAY)
+    assert throttled.status_code == 400
+    assert (error_of(throttled)["code"], error_of(throttled)["error_subcode"]) == (80000, 2446079)
+    # Refused calls count too (Meta counts errors): five in the window, two must leave, the second in 15 s.
+    assert usage_of_response(throttled) == (125.0, 62.5, 0.25, 60)
+    assert api.simulator.counters().throttles == {"100000000001": 1}
+    clock.seconds += 15
+    assert api.insights(TODAY, TODAY).status_code == 200
+    clock.seconds += 200  # every call has left the window
+    assert usage_of_response(api.insights(TODAY, TODAY))[:3] == (25.0, 12.5, 0)
+
+
+def test_the_app_limit_throttles_every_ad_account() -> None:
+    api, _ = limited(account_calls=100, app_calls=3)
+    for n in range(3):
+        assert api.insights(TODAY, TODAY, account=f"act_10000000000{n + 2}").status_code == 200
+    refused = api.insights(TODAY, TODAY)
+    assert refused.status_code == 400
+    assert (error_of(refused)["code"], error_of(refused)["error_subcode"]) == (4, 1504022)
+    assert usage_of_response(refused)[:2] == (1.0, pytest.approx(133.33))
+    assert api.simulator.counters().throttles == {"100000000001": 1}
+
+
+def test_the_default_limits_leave_room_and_only_insights_requests_count() -> None:
+    api, _ = limited(
+        account_calls=RateLimits().account_calls, app_calls=RateLimits().app_calls, window_s=3600
+    )
+    for _ in range(3):
+        api.get("nope", access_token=TOKEN)
+    assert usage_of_response(api.insights(TODAY, TODAY))[:2] == (pytest.approx(100 / 600, abs=0.01), 0.01)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"window_s": 0}, {"account_calls": 0}, {"app_calls": -1}],
+)
+def test_bad_rate_limits_are_refused(limits) -> None:
+    with pytest.raises(ValueError):
+        RateLimits(**limits)

@@ -19,11 +19,11 @@ def store_snapshots(
     *,
     collected_at: datetime,
     late: bool = False,
-    types: Iterable[str] = settings.ACTIVITY_METRIC_TYPES,
+    metrics: Iterable[str] = settings.ACTIVITY_METRICS,
 ) -> None:
-    """Store `types` (all five by default) for each of `days`, taken at `collected_at`; totals grow by the day's
-    creations, so the stored days also pass the totals check."""
-    wanted = set(types)
+    """Store `metrics` (all five by default) for each of `days`, taken at `collected_at`; totals grow by the
+    day's creations, so the stored days also pass the totals check."""
+    wanted = set(metrics)
     rows = []
     for day in days:
         n = day.toordinal() % 1000
@@ -34,17 +34,17 @@ def store_snapshots(
             "posts_created": 2,
             "comments_created": 3,
         }
-        for metric_type, value in values.items():
-            if metric_type not in wanted:
+        for metric, value in values.items():
+            if metric not in wanted:
                 continue
             rows.append(
                 {
                     "metric_date": day,
-                    "metric_type": metric_type,
-                    "metric_category": settings.ACTIVITY_CATEGORY,
+                    "metric_type": settings.ACTIVITY_METRIC_TYPE,
+                    "metric_category": metric,
                     "value": float(value),
                     "metadata": {"source": "test", "taken_at": collected_at.isoformat(), "late": late},
-                    "collected_at": collected_at,
+                    "collection_timestamp": collected_at,
                 }
             )
     warehouse.record_daily_metrics(rows)

@@ -81,17 +81,48 @@ def metric_rows(days: list[date], *, skip: dict[date, set[str]]) -> list[dict]:
             "posts_created": 10 + n % 3,
             "comments_created": 30 + n % 5,
         }
-        for metric_type, value in values.items():
-            if metric_type in skip.get(day, set()):
+        for metric, value in values.items():
+            if metric in skip.get(day, set()):
                 continue
             rows.append(
                 {
                     "metric_date": day,
-                    "metric_type": metric_type,
-                    "metric_category": "platform",
+                    "metric_type": "count",
+                    "metric_category": metric,
                     "value": value,
                     "metadata": {"source": "test"},
-                    "collected_at": FETCHED_AT,
+                    "collection_timestamp": FETCHED_AT,
                 }
             )
+    return rows
+
+
+#: The time the indicator tests look from; `scored_rows` were fetched relative to it, and days up to 28 days
+#: before it (2026-02-02) are final.
+INDICATORS_NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+#: The issues of `scored_rows` by day; other days have none ([]), a None was not recorded.
+SCORED_ISSUES: dict[date, list[str] | None] = {
+    date(2026, 1, 28): ["no_anomalies"],
+    date(2026, 1, 30): None,
+    date(2026, 2, 2): ["no_split_days", "no_anomalies"],
+}
+
+
+def scored_rows(client_id: str) -> list[dict]:
+    """Days 2026-01-25..02-05, each with a score (80 + day % 7) and its issues. January was fetched two days
+    before INDICATORS_NOW, 1-3 February three hours before, 4-5 February half an hour before."""
+    rows = []
+    for day in span(date(2026, 1, 25), date(2026, 2, 5)):
+        if day.month == 1:
+            age = timedelta(days=2)
+        else:
+            age = timedelta(hours=3) if day.day <= 3 else timedelta(minutes=30)
+        rows.append(
+            day_row(client_id, day)
+            | {
+                "quality_score": 80.0 + day.day % 7,
+                "quality_issues": SCORED_ISSUES.get(day, []),
+                "fetched_at": INDICATORS_NOW - age,
+            }
+        )
     return rows

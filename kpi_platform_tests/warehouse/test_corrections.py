@@ -26,11 +26,11 @@ def warehouse(migrated_warehouse_url) -> Iterator[Warehouse]:
 def snapshot(value: float, *, taken: datetime, run_id: str = "run-1") -> dict:
     return {
         "metric_date": DAY,
-        "metric_type": "posts_total",
-        "metric_category": "platform",
+        "metric_type": "count",
+        "metric_category": "posts_total",
         "value": value,
         "metadata": {"source": "test", "run_id": run_id},
-        "collected_at": taken,
+        "collection_timestamp": taken,
     }
 
 
@@ -51,12 +51,14 @@ def test_each_forced_replacement_appends_an_audit_row(warehouse):
     warehouse.record_daily_metrics([snapshot(117, taken=LATER, run_id="run-3")], force=True)
 
     rows = audit_rows(warehouse)
-    assert [(r.metric_date, r.metric_type, r.old_value, r.new_value, r.reason) for r in rows] == [
-        (DAY, "posts_total", 120.0, 118.0, "recount"),
-        (DAY, "posts_total", 118.0, 117.0, "forced snapshot replacement by run run-3"),
+    assert [
+        (r.metric_date, r.metric_type, r.metric_category, r.old_value, r.new_value, r.reason) for r in rows
+    ] == [
+        (DAY, "count", "posts_total", 120.0, 118.0, "recount"),
+        (DAY, "count", "posts_total", 118.0, 117.0, "forced snapshot replacement by run run-3"),
     ]
-    assert utc(rows[0].old_collected_at) == TAKEN
-    assert utc(rows[0].new_collected_at) == LATER
+    assert utc(rows[0].old_collection_timestamp) == TAKEN
+    assert utc(rows[0].new_collection_timestamp) == LATER
     if warehouse.is_postgres:
         assert rows[0].corrected_by == warehouse.engine.url.username
     else:

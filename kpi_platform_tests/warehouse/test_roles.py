@@ -122,14 +122,14 @@ def assert_refused(url: str, statement: str, params: dict | None = None) -> None
         engine.dispose()
 
 
-def snapshot(metric_type: str, value: float, *, taken: datetime = TAKEN) -> dict:
+def snapshot(metric: str, value: float, *, taken: datetime = TAKEN) -> dict:
     return {
         "metric_date": DAY,
-        "metric_type": metric_type,
-        "metric_category": settings.ACTIVITY_CATEGORY,
+        "metric_type": settings.ACTIVITY_METRIC_TYPE,
+        "metric_category": metric,
         "value": value,
         "metadata": {"source": "test", "run_id": "run-1"},
-        "collected_at": taken,
+        "collection_timestamp": taken,
     }
 
 
@@ -221,10 +221,10 @@ def test_tables_migrated_by_an_admin_are_handed_to_the_owner(empty_db):
         "updated_at) VALUES ('x', 'x', 'act_1', 'EUR', 'UTC', true, '{}', now(), now())",
         "UPDATE client_daily_kpis SET spend = 0",
         "DELETE FROM daily_metrics",
-        "INSERT INTO daily_metrics (metric_date, metric_type, metric_category, value, metadata, collected_at) "
-        "VALUES ('2026-03-01', 'posts_total', 'platform', 1, '{}', now())",
+        "INSERT INTO daily_metrics (metric_date, metric_type, metric_category, value, metadata, "
+        "collection_timestamp) VALUES ('2026-03-01', 'count', 'posts_total', 1, '{}', now())",
         "TRUNCATE client_monthly_kpis",
-        "SELECT kpi_correct_daily_metric('2026-03-01', 'posts_total', 'platform', 1, '{}', now(), 'why')",
+        "SELECT kpi_correct_daily_metric('2026-03-01', 'count', 'posts_total', 1, '{}', now(), 'why')",
     ],
 )
 def test_reader_cannot_write(roles_db, statement):
@@ -239,7 +239,7 @@ def test_reader_serves_exports(roles_db):
     reader = open_warehouse(roles_db.reader_url)
     try:
         out = io.StringIO()
-        summary = export(reader, kind="activity", start=DAY, end=DAY, types=["posts_total"], out=out)
+        summary = export(reader, kind="activity", start=DAY, end=DAY, categories=["posts_total"], out=out)
     finally:
         reader.dispose()
     assert summary.rows == 1
@@ -259,11 +259,11 @@ def test_reader_serves_exports(roles_db):
         "UPDATE daily_metrics SET value = 0",
         "DELETE FROM daily_metrics",
         "INSERT INTO daily_metrics_corrections (metric_date, metric_type, metric_category, old_value, new_value, "
-        "old_collected_at, new_collected_at, reason, corrected_by, corrected_at) "
-        "VALUES ('2026-03-01', 'posts_total', 'platform', 1, 2, now(), now(), 'forged', 'x', now())",
+        "old_collection_timestamp, new_collection_timestamp, reason, corrected_by, corrected_at) "
+        "VALUES ('2026-03-01', 'count', 'posts_total', 1, 2, now(), now(), 'forged', 'x', now())",
         "UPDATE alembic_version SET version_num = '0001'",
         "CREATE TABLE scratch (i integer)",
-        "INSERT INTO metric_definitions VALUES ('x', 'platform', 'x', 'x', 'x', ',.0f', 'sum')",
+        "INSERT INTO metric_definitions VALUES ('count', 'x', 'x', 'x', 'x', ',.0f', 'sum', true, now())",
     ],
 )
 def test_writer_cannot_change_the_schema_or_rewrite_snapshots(roles_db, statement):
@@ -292,7 +292,7 @@ def test_writer_appends_snapshots_and_on_conflict_do_nothing_keeps_them(roles_db
         )
         with writer.engine.begin() as conn:
             assert conn.execute(statement).rowcount == 0
-        stored = writer.read_daily_metrics(start=DAY, end=DAY).set_index("metric_type")["value"].to_dict()
+        stored = writer.read_daily_metrics(start=DAY, end=DAY).set_index("metric_category")["value"].to_dict()
     finally:
         writer.dispose()
     assert len(first.inserted) == 2
@@ -325,7 +325,7 @@ def test_writer_forces_a_correction_only_through_the_audited_function(roles_db):
         (120.0, 118.0, "app backfill restored 2 posts", roles_db.names.writer),
         (118.0, 117.0, "forced snapshot replacement by run run-1", roles_db.names.writer),
     ]
-    assert audit[0].old_collected_at == TAKEN
+    assert audit[0].old_collection_timestamp == TAKEN
 
 
 @pytest.mark.usefixtures("no_current_defs_state_storage")

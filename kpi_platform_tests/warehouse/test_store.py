@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform_tests.support.forecast_data import forecast_frame
 
 CAMPAIGN_COLUMNS = [
     "client_id",
@@ -505,3 +506,125 @@ def test_concurrent_writers_of_different_clients(migrated_warehouse_url, warehou
         "acme": 20,
         "bistro": 20,
     }
+
+
+# --- forecasts: real data replaces them ---------------------------------------------------------------------------
+
+
+def test_writing_a_day_replaces_its_forecast_and_records_the_error(warehouse):
+    assert warehouse.replace_forecasts(client_id="acme", forecasts=forecast_frame("acme", MARCH, 100.0)) == 5
+    assert (
+        warehouse.replace_forecasts(client_id="bistro", forecasts=forecast_frame("bistro", MARCH, 1.0)) == 5
+    )
+    written = MARCH[:3]
+    campaigns = campaign_frame("acme", written, ["c1", "c2"])
+    # The range covers all five days; only three are written: the other two are still missing, and keep their forecast.
+    stats = warehouse.replace_client_range(
+        client_id="acme",
+        start=MARCH[0],
+        end=MARCH[-1],
+        campaign_rows=campaigns,
+        daily_totals=daily_frame(campaigns, client_id="acme", dates=written),
+    )
+    assert stats.forecasts_retired == 3
+    remaining = warehouse.read_forecasts(start=MARCH[0], end=MARCH[-1])
+    assert list(zip(remaining["client_id"], remaining["kpi_date"], strict=True)) == [
+        ("acme", MARCH[3]),
+        ("acme", MARCH[4]),
+        *[("bistro", d) for d in MARCH],
+    ]
+
+    errors = warehouse.read_forecast_accuracy(start=MARCH[0], end=MARCH[-1])
+    assert len(errors) == 3 * len(schema.FORECAST_METRICS)
+    assert set(errors["client_id"]) == {"acme"} and sorted(set(errors["kpi_date"])) == written
+    by_metric = errors[errors["kpi_date"] == MARCH[0]].set_index("metric")
+    # Actual day: spend 37.02, clicks 120, contacts 0 (two campaigns, see campaign_frame).
+    assert by_metric.loc["spend", "actual"] == pytest.approx(37.02)
+    assert by_metric.loc["spend", "abs_pct_error"] == pytest.approx(abs(100 - 37.02) / 37.02 * 100)
+    assert by_metric.loc["clicks", "abs_pct_error"] == pytest.approx(abs(100 - 120) / 120 * 100)
+    assert by_metric.loc["clicks", ["forecast", "lower", "upper"]].tolist() == [100.0, 80.0, 120.0]
+    assert pd.isna(by_metric.loc["contacts", "abs_pct_error"]), "no percentage of an actual 0"
+    assert by_metric.loc["spend", "generated_at"] == datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+
+    # A re-run of the same write finds no forecast left: nothing more is recorded.
+    again = write(warehouse, "acme", written, campaigns)
+    assert again.forecasts_retired == 0
+    assert len(warehouse.read_forecast_accuracy(start=MARCH[0], end=MARCH[-1])) == len(errors)
+
+
+def test_money_of_another_currency_is_not_compared(warehouse):
+    warehouse.replace_forecasts(
+        client_id="acme", forecasts=forecast_frame("acme", MARCH[:1], 10.0, currency="PLN")
+    )
+    write(warehouse, "acme", MARCH[:1], campaign_frame("acme", MARCH[:1], ["c1"]))
+    metrics = set(warehouse.read_forecast_accuracy(start=MARCH[0], end=MARCH[0])["metric"])
+    assert metrics == set(schema.FORECAST_METRICS) - {"spend", "reservation_value"}
+
+
+def test_a_failed_write_keeps_the_forecast_and_records_nothing(warehouse, monkeypatch):
+    from kpi_platform.warehouse import store
+
+    warehouse.replace_forecasts(client_id="acme", forecasts=forecast_frame("acme", MARCH, 100.0))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "forecast_errors", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write(warehouse, "acme", MARCH, campaign_frame("acme", MARCH, ["c1"]))
+    assert count(warehouse, schema.client_daily_kpis) == 0
+    assert len(warehouse.read_forecasts(start=MARCH[0], end=MARCH[-1])) == 5
+    assert count(warehouse, schema.forecast_accuracy) == 0
+
+
+def test_a_forecast_is_never_stored_beside_collected_data(warehouse):
+    write(warehouse, "acme", MARCH[:2], campaign_frame("acme", MARCH[:2], ["c1"]))
+    assert warehouse.replace_forecasts(client_id="acme", forecasts=forecast_frame("acme", MARCH, 5.0)) == 3
+    assert list(warehouse.read_forecasts(start=MARCH[0], end=MARCH[-1])["kpi_date"]) == MARCH[2:]
+    # Replacing with nothing removes them; the data stays.
+    assert warehouse.replace_forecasts(client_id="acme", forecasts=pd.DataFrame()) == 0
+    assert count(warehouse, schema.kpi_forecasts) == 0 and count(warehouse, schema.client_daily_kpis) == 2
+
+
+def test_malformed_forecasts_are_refused(warehouse):
+    bad = forecast_frame("acme", MARCH[:1], 5.0).drop(columns=["clicks_upper"])
+    with pytest.raises(ValueError, match=r"required columns \['clicks_upper'\]"):
+        warehouse.replace_forecasts(client_id="acme", forecasts=bad)
+    with pytest.raises(ValueError, match="is not 'acme'"):
+        warehouse.replace_forecasts(client_id="acme", forecasts=forecast_frame("bistro", MARCH[:1], 5.0))
+
+
+def test_quality_issues_round_trip_as_json_lists_and_none_is_null(warehouse, monkeypatch):
+    copied: list[str] = []
+    original = Warehouse._copy_frame
+
+    def spy(self, conn, table, frame):
+        copied.append(table.name)
+        return original(self, conn, table, frame)
+
+    monkeypatch.setattr(Warehouse, "_copy_frame", spy)
+    dates = MARCH[:3]
+    campaigns = campaign_frame("acme", dates, ["c1"])
+    # Text the COPY CSV stream must quote and escape: quotes, commas, a backslash, the NULL marker, non-ASCII.
+    issues = [["cpc 72.10 above 50.00 EUR", 'a "quoted", text \\N with ü'], [], None]
+    totals = daily_frame(campaigns, client_id="acme", dates=dates).assign(
+        quality_score=[80.0, 100.0, np.nan], quality_issues=pd.Series(issues, dtype=object)
+    )
+    write(warehouse, "acme", dates, campaigns, totals)
+
+    stored = warehouse.read_client_days(client_id="acme", start=dates[0], end=dates[-1])
+    assert stored["quality_issues"].tolist() == issues
+    table = schema.client_daily_kpis
+    # Not recorded is SQL NULL on both write paths, not the JSON value null.
+    assert count(warehouse, table, table.c.quality_issues.is_(None)) == 1
+    assert copied == (["campaign_daily_kpis", "client_daily_kpis"] if warehouse.is_postgres else [])
+
+
+def test_a_quality_issues_value_json_cannot_hold_is_refused_before_writing(warehouse):
+    campaigns = campaign_frame("acme", MARCH[:2], ["c1"])
+    totals = daily_frame(campaigns, client_id="acme", dates=MARCH[:2]).assign(
+        quality_issues=pd.Series([[], {"cpc"}], dtype=object)
+    )
+    with pytest.raises(ValueError, match=r"row 1 .*quality_issues is not a JSON value, got \{'cpc'\}"):
+        write(warehouse, "acme", MARCH[:2], campaigns, totals)
+    assert count(warehouse, schema.client_daily_kpis) == 0

@@ -1,7 +1,7 @@
 """The platform health report: named checks over the warehouse and the Dagster instance, each with a status, a
 0–100 score, a one-line summary and details, rolled up into one status, score and exit code.
 
-Plain Python; the CLI (`kpi-platform health`) and the hourly asset `platform/health_report` both call
+Plain Python; the CLI (`kpi-platform health`) and the asset `platform/health_report` (every 15 minutes) both call
 `build_health_report`. The instance is only read.
 
 Scoring. Each check rates itself `healthy`, `degraded` or `unhealthy` by the thresholds below and scores itself
@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     import dagster as dg
 
 from kpi_platform.operations.health.activity_checks import check_activity
-from kpi_platform.operations.health.instance_checks import check_asset_checks, check_daemon, check_in_progress
+from kpi_platform.operations.health.forecast_checks import check_forecast_accuracy
+from kpi_platform.operations.health.instance_checks import (
+    check_asset_checks,
+    check_collections,
+    check_daemon,
+    check_in_progress,
+    check_success_rates,
+)
 from kpi_platform.operations.health.report import (
     DAEMON_HEARTBEAT_UNHEALTHY_S,
     CheckSpec,
@@ -38,6 +45,7 @@ from kpi_platform.operations.health.report import (
     _number,
     worst,
 )
+from kpi_platform.operations.health.token_checks import check_token
 from kpi_platform.operations.health.warehouse_checks import (
     check_circuit_breakers,
     check_hours_since_collection,
@@ -70,6 +78,12 @@ HEALTH_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("activity", 1.0, check_activity),
     CheckSpec("daemon", 2.0, check_daemon, needs_instance=True),
     CheckSpec("in_progress", 0.0, check_in_progress, needs_instance=True),
+    CheckSpec("success_rates", 0.0, check_success_rates, needs_instance=True),
+    CheckSpec("collections", 0.0, check_collections, needs_instance=True),
+    # The days left before the Meta access token expires, from the latest daily debug_token answer.
+    CheckSpec("token", 2.0, check_token, needs_instance=True),
+    # Light: forecasts are not data; with nothing to judge it scores 100 and never drags the report.
+    CheckSpec("forecast_accuracy", 0.5, check_forecast_accuracy),
 )
 
 
@@ -115,6 +129,7 @@ def build_health_report(
                     details=finding.details,
                     metrics={k: _number(k, v) for k, v in finding.metrics.items()},
                     weight=spec.weight,
+                    table=finding.table,
                 )
             )
         except Exception as exc:  # noqa: BLE001 - reported as this check's result

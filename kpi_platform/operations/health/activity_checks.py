@@ -1,4 +1,4 @@
-"""The health check of the platform activity snapshots (the warehouse's `daily_metrics`, category `platform`)."""
+"""The health check of the platform activity snapshots (the warehouse's `daily_metrics`, metric_type `count`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def check_activity(ctx: HealthContext) -> Finding:
     """The activity snapshots over the last `HORIZON_DAYS` due days (day D is due from 02:00 UTC on D + 1).
 
     Unhealthy when no snapshot is stored or the newest was taken more than `STALE_AFTER_H` hours ago (the job is
-    not running or keeps failing); degraded when a due day lacks any of its five metrics (the healer requests it);
+    not running or keeps failing); degraded when a due day lacks any of its collected metrics (the healer requests it);
     healthy when every due day, yesterday's included from 02:00 UTC, is complete. Score: share of complete due
     days, 0 when unhealthy."""
     facts = read_activity_facts(ctx.warehouse, now_utc=ctx.now_utc)

@@ -1,11 +1,23 @@
 """Health checks that read the Dagster instance (through `defs/run_history.py`): asset-check results, runs and
-backfills in progress, the daemon's heartbeats and the run queue."""
+backfills in progress, the daemon's heartbeats and the run queue, the roadmap's success rates, the next scheduled
+collection and the failed collections."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
+
+from kpi_platform.operations import check_catalogue
+from kpi_platform.operations.health import success_rates
+from kpi_platform.operations.plans import (
+    DAILY_COLLECTION_CRON,
+    DAILY_COLLECTION_JOB,
+    DAILY_COLLECTION_SCHEDULE,
+    DAILY_COLLECTION_TIMEZONE,
+    plan_daily_collection,
+)
 from kpi_platform.warehouse import as_utc
 
 if TYPE_CHECKING:
@@ -237,4 +249,134 @@ def check_daemon(ctx: HealthContext) -> Finding:
             "run_queue_length": queue_length,
             "run_queue_oldest_age_seconds": oldest_age,
         },
+    )
+
+
+#: The daily asset, whose runs are the collection runs.
+DAILY_KPIS = dg.AssetKey(list(check_catalogue.DAILY_KPIS_ASSET))
+#: Failed collections are listed over this span before the report.
+FAILED_COLLECTIONS_SPAN = timedelta(hours=24)
+#: Ticks of the daily schedule looked at for the next one that collects someone (hourly ticks: two days).
+NEXT_COLLECTION_TICKS = 48
+
+
+def _collection_runs(ctx: HealthContext, since: datetime) -> list[success_rates.CollectionRun]:
+    assert ctx.instance is not None
+    return run_history.finished_collection_runs(
+        ctx.instance,
+        client_ids=ctx.client_ids,
+        since=since,
+        job_name=DAILY_COLLECTION_JOB,
+        asset_key=DAILY_KPIS,
+    )
+
+
+def check_success_rates(ctx: HealthContext) -> Finding:
+    """The roadmap's success rates per day and over 7 and 30 days against their targets
+    (`operations/health/success_rates.py` defines each): collection and backfill/healing success from the run
+    history, completeness, average quality and freshness from the warehouse and the run history."""
+    runs = _collection_runs(ctx, success_rates.runs_since(ctx))
+    return success_rates.rates_finding(success_rates.success_rates(ctx, runs))
+
+
+def check_collections(ctx: HealthContext) -> Finding:
+    """The next scheduled collection and the collection runs that failed in the last 24 hours.
+
+    Next: the first tick of `daily_collection_schedule` after now at which some active client reaches its local
+    collection hour (`plan_daily_collection`, the schedule's own plan), with those clients. Degraded when the
+    schedule was stopped (the UI's toggle): no daily collection runs until it is started again. Failed: each failed
+    collection run (retried ones left out) with its client, range, kind and error, and whether a run of that client
+    succeeded after it (the client collects again; the failed range itself may still need repair). Otherwise informational (weight 0): failed days are judged by `missing_days`,
+    `yesterday_collection` and the collection-failure alert."""
+    instance = ctx.instance
+    assert instance is not None
+    state = run_history.schedule_state(instance, DAILY_COLLECTION_SCHEDULE, default_running=True)
+    next_at: datetime | None = None
+    next_clients: list[str] = []
+    if state.running and ctx.clients:
+        ticks = run_history.cron_ticks(DAILY_COLLECTION_CRON, DAILY_COLLECTION_TIMEZONE, ctx.now_utc)
+        for _, tick in zip(range(NEXT_COLLECTION_TICKS), ticks, strict=False):
+            planned = plan_daily_collection(ctx.clients, tick)
+            if planned:
+                next_at, next_clients = tick, sorted(p.client_id for p in planned)
+                break
+
+    runs = _collection_runs(ctx, ctx.now_utc - FAILED_COLLECTIONS_SPAN)
+    runs = [r for r in runs if r.ended_at <= ctx.now_utc]
+    failed = sorted((r for r in runs if not r.succeeded), key=lambda r: r.ended_at, reverse=True)
+    listed: list[dict[str, Any]] = []
+    for run in failed[:DETAILS_MAX_ITEMS]:
+        error, message = run_history.step_failure(instance, run.run_id)
+        listed.append(
+            {
+                "run_id": run.run_id,
+                "client": run.client_id,
+                "range": f"{run.start}..{run.end}",
+                "kind": run.kind,
+                "ended_at": run.ended_at,
+                "error": error,
+                "message": message.strip().splitlines()[0][:200] if message.strip() else "",
+                "client_collected_since": any(
+                    r.succeeded and r.client_id == run.client_id and r.ended_at > run.ended_at for r in runs
+                ),
+            }
+        )
+
+    if not state.running:
+        status, next_part = (
+            HealthStatus.DEGRADED,
+            f"{DAILY_COLLECTION_SCHEDULE} is stopped: no daily collection",
+        )
+    elif next_at is not None:
+        status = HealthStatus.HEALTHY
+        shown = ", ".join(next_clients[:DETAILS_MAX_ITEMS]) + (
+            " …" if len(next_clients) > DETAILS_MAX_ITEMS else ""
+        )
+        next_part = f"next collection {next_at:%Y-%m-%d %H:%M} UTC ({len(next_clients)}: {shown})"
+    else:
+        status, next_part = HealthStatus.HEALTHY, "no collection scheduled (no active client)"
+    if failed:
+        failed_part = f"{len(failed)} failed in 24 h: " + ", ".join(
+            f"{f['client']} {f['range']} ({f['kind']}{', client collected since' if f['client_collected_since'] else ''})"
+            for f in listed[:5]
+        )
+    else:
+        failed_part = "no failed collection in 24 h"
+    table: tuple[tuple[str, ...], ...] = ()
+    if listed:
+        table = (
+            ("failed at (UTC)", "client", "range", "kind", "error", "client collected since"),
+            *(
+                (
+                    f"{f['ended_at']:%Y-%m-%d %H:%M}",
+                    f["client"],
+                    f["range"],
+                    f["kind"],
+                    f"{f['error']}: {f['message']}" if f["message"] else f["error"],
+                    "yes" if f["client_collected_since"] else "no",
+                )
+                for f in listed
+            ),
+        )
+    metrics: dict[str, float] = {"failed_collections_24h": len(failed)}
+    if next_at is not None:
+        metrics["hours_to_next_collection"] = round((next_at - ctx.now_utc).total_seconds() / 3600.0, 2)
+    return Finding(
+        status=status,
+        score=100.0 if status == HealthStatus.HEALTHY else 50.0,
+        summary=f"{next_part}; {failed_part}",
+        details={
+            "schedule": {
+                "name": state.name,
+                "running": state.running,
+                "cron": DAILY_COLLECTION_CRON,
+                "timezone": DAILY_COLLECTION_TIMEZONE,
+                "last_tick_at": state.last_tick_at,
+            },
+            "next_collection_at": next_at,
+            "next_collection_clients": next_clients,
+            "failed_collections": listed,
+        },
+        metrics=metrics,
+        table=table,
     )

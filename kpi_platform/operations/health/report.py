@@ -87,19 +87,22 @@ def worst(statuses: Iterable[HealthStatus]) -> HealthStatus:
 
 @dataclass(frozen=True)
 class Finding:
-    """What a check function returns: its verdict, plus `metrics` (numbers the UI plots) and JSON `details`."""
+    """What a check function returns: its verdict, plus `metrics` (numbers the UI plots), JSON `details` and an
+    optional `table` (a header row, then rows of text) shown under the check in the text and markdown forms."""
 
     status: HealthStatus
     score: float
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    table: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True)
 class HealthCheck:
     """One check of the report. `score` is 0–100; `weight` is its share of the report score (0: informational);
-    `metrics` are its plottable numbers (int or float), `details` plain JSON values."""
+    `metrics` are its plottable numbers (int or float), `details` plain JSON values, `table` rows of text for the
+    text and markdown forms (the header first; the JSON form has the same facts in `details`)."""
 
     name: str
     status: HealthStatus
@@ -108,6 +111,7 @@ class HealthCheck:
     details: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     weight: float = 1.0
+    table: tuple[tuple[str, ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +194,12 @@ class HealthReport:
         ]
         for c in self.checks:
             lines.append(f"| {_md(c.name)} | {c.status.value} | {_md(c.summary)} |")
+        for c in self.checks:
+            if c.table:
+                header, *rows = c.table
+                lines += ["", f"**{_md(c.name)}**", "", "| " + " | ".join(_md(h) for h in header) + " |"]
+                lines.append("|" + "---|" * len(header))
+                lines += ["| " + " | ".join(_md(v) for v in row) + " |" for row in rows]
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
@@ -201,6 +211,13 @@ class HealthReport:
         ]
         for c in self.checks:
             lines.append(f"  {c.status.value:<9}  {c.name:<{width}}  {c.summary}")
+            if c.table:
+                widths = [max(len(row[i]) for row in c.table) for i in range(len(c.table[0]))]
+                indent = " " * (15 + width)
+                lines += [
+                    indent + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                    for row in c.table
+                ]
         return "\n".join(lines) + "\n"
 
 

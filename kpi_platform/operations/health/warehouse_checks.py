@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.quality import rules
+from kpi_platform.quality.history import read_histories
 from kpi_platform.warehouse import Warehouse, as_utc, schema
 
 if TYPE_CHECKING:
@@ -79,10 +80,13 @@ def check_yesterday_collection(ctx: HealthContext) -> Finding:
 
 
 def check_missing_days(ctx: HealthContext) -> Finding:
-    """Missing client-days over each client's last 7 and 30 due days (idle days are rows, so present).
+    """Missing client-days over each client's last 7 and 30 due days (idle days are rows, so present), and over its
+    whole history: from its start_date (else its first collected day, as gap healing counts it) to its due day.
 
     Healthy when every client meets its completeness target in both windows, unhealthy when a client misses
     `MISSING_7D_UNHEALTHY` or more of its last 7 days, degraded otherwise. Score: present share of the 30-day window.
+    The whole-history figures (missing days, oldest missing day) are reported beside them without changing the
+    status: gap healing works them down oldest last, and the windows say whether it keeps up.
     """
     short, long = MISSING_DAY_WINDOWS
     per_client: dict[str, dict[str, Any]] = {}
@@ -90,13 +94,23 @@ def check_missing_days(ctx: HealthContext) -> Finding:
     expected_long = present_long = 0
     below_target: list[str] = []
     unhealthy: list[str] = []
+    histories = read_histories(
+        ctx.warehouse,
+        ctx.clients,
+        ends={c.id: ctx.due_day(c) for c in ctx.clients},
+        default_days=settings.HEALING_HORIZON_DAYS,
+    )
+    first_partition = date.fromisoformat(settings.PARTITIONS_START_DATE)
     for client in ctx.clients:
+        history = histories[client.id]
         result = rules.completeness(
             {client.id: ctx.present.get(client.id, set())},
             clients={client.id: client.settings.completeness_target},
             today=ctx.due_day(client) + timedelta(days=1),
             windows=MISSING_DAY_WINDOWS,
-            first_day={client.id: date.fromisoformat(settings.PARTITIONS_START_DATE)},
+            # Not before the client's start_date, as gap healing's recent window (a client without one is
+            # expected to have the whole window, which healing fills).
+            first_day={client.id: max(client.start_date or first_partition, first_partition)},
         )
         windows = {w.window_days: w for w in result.per_client}
         entry: dict[str, Any] = {}
@@ -106,6 +120,9 @@ def check_missing_days(ctx: HealthContext) -> Finding:
         entry["missing_dates"] = list(windows[long].missing_dates)
         entry["completeness_30d_pct"] = windows[long].share_pct
         entry["target_pct"] = windows[long].target_pct
+        entry["history_start"] = history.start
+        entry["missing_days_history"] = history.missing_days
+        entry["oldest_missing_day"] = history.oldest_missing_day
         per_client[client.id] = entry
         expected_long += windows[long].expected_days
         present_long += windows[long].present_days
@@ -133,6 +150,13 @@ def check_missing_days(ctx: HealthContext) -> Finding:
         )
     else:
         summary = f"no missing days in the last {long} days"
+    missing_history = sum(h.missing_days for h in histories.values())
+    oldest = min(
+        ((h.oldest_missing_day, cid) for cid, h in histories.items() if h.oldest_missing_day is not None),
+        default=None,
+    )
+    if oldest is not None:
+        summary += f"; {missing_history} since each client's start, the oldest {oldest[0]} ({oldest[1]})"
     return Finding(
         status=status,
         score=_ratio_score(present_long, expected_long),
@@ -141,9 +165,15 @@ def check_missing_days(ctx: HealthContext) -> Finding:
             "clients_below_target": below_target,
             "clients_unhealthy": unhealthy,
             "unhealthy_from_missing_7d": MISSING_7D_UNHEALTHY,
+            "oldest_missing_day": oldest[0] if oldest is not None else None,
+            "clients_with_history_gaps": sorted(cid for cid, h in histories.items() if h.missing_days),
             "per_client": per_client,
         },
-        metrics={f"missing_days_{short}d": totals[short], f"missing_days_{long}d": totals[long]},
+        metrics={
+            f"missing_days_{short}d": totals[short],
+            f"missing_days_{long}d": totals[long],
+            "missing_days_history": missing_history,
+        },
     )
 
 

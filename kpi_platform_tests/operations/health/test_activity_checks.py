@@ -64,7 +64,7 @@ def test_yesterday_is_not_judged_before_it_is_due(warehouse):
 def test_a_missing_or_incomplete_recent_day_is_degraded_and_listed(warehouse):
     store_snapshots(warehouse, WINDOW[:-3], collected_at=NOW - timedelta(days=3))
     store_snapshots(warehouse, [WINDOW[-1]], collected_at=NOW - timedelta(hours=10), late=True)
-    store_snapshots(warehouse, [WINDOW[-2]], collected_at=NOW - timedelta(hours=10), types=["users_total"])
+    store_snapshots(warehouse, [WINDOW[-2]], collected_at=NOW - timedelta(hours=10), metrics=["users_total"])
     check = activity(warehouse)
     assert check.status == HealthStatus.DEGRADED
     assert check.details["missing_days"] == ["2026-11-17", "2026-11-18"]

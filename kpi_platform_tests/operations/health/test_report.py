@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -20,6 +21,7 @@ from dagster._core.remote_origin import (  # PRIVATE: a QUEUED run needs a code-
 )
 
 from kpi_platform.cli import command as cli
+from kpi_platform.clients import Client
 from kpi_platform.definitions import defs
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
 from kpi_platform.defs.quality_checks import KPI_WAREHOUSE
@@ -38,6 +40,7 @@ from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.platform import Platform, make_platform
 from kpi_platform_tests.support.postgres import temp_database
+from kpi_platform_tests.support.token_checks import record_token_check
 
 # The report reads a Dagster instance and the code location's Definitions.
 pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
@@ -146,18 +149,22 @@ def report(platform: Platform, *, check_keys=(CONTRACT,), instance=True) -> Heal
 
 def test_complete_recent_data_is_healthy_with_full_score(collected):
     beat(collected.instance, NOW - timedelta(minutes=1))
+    record_token_check(collected.instance, NOW - timedelta(hours=1))
     required = len(collected.instance.get_required_daemon_types())
     result = report(collected)
     assert [c.name for c in result.checks] == [spec.name for spec in HEALTH_CHECKS]
     assert result.status == HealthStatus.HEALTHY
     assert result.score == 100.0
     assert result.exit_code() == 0
-    assert result.metrics() == {
+    # The success rates and collections entries have their own tests (test_success_rates.py).
+    own = {*result.check("success_rates").metrics, *result.check("collections").metrics}
+    assert {k: v for k, v in result.metrics().items() if k not in own} == {
         "clients_collected_yesterday": 2,
         "clients_active": 2,
         "clients_overdue_yesterday": 0,
         "missing_days_7d": 0,
         "missing_days_30d": 0,
+        "missing_days_history": 0,
         "split_days": 0,
         "clients_never_collected": 0,
         "max_hours_since_collection": 3.0,
@@ -175,6 +182,8 @@ def test_complete_recent_data_is_healthy_with_full_score(collected):
         "runs_queued": 0,
         "runs_running": 0,
         "backfills_in_progress": 0,
+        "token_check_age_h": 1.0,
+        "forecast_days_judged_30d": 0,
     }
     assert result.check("asset_checks").summary == "1/1 passed"
 
@@ -214,6 +223,7 @@ def test_known_problems_are_counted_per_check(collected):
     assert metrics["clients_overdue_yesterday"] == 1
     assert metrics["missing_days_7d"] == 2  # acme today-3, globex yesterday
     assert metrics["missing_days_30d"] == 3
+    assert metrics["missing_days_history"] == 3  # the same days: both histories start 35 days ago
     assert metrics["split_days"] == 1
     assert metrics["max_hours_since_collection"] == 30.0
     assert metrics["failed_checks"] == 1
@@ -235,6 +245,10 @@ def test_known_problems_are_counted_per_check(collected):
         "activity": HealthStatus.HEALTHY,
         "daemon": HealthStatus.DEGRADED,  # never ran on this test instance
         "in_progress": HealthStatus.HEALTHY,
+        "success_rates": HealthStatus.HEALTHY,  # informational
+        "collections": HealthStatus.HEALTHY,  # the daily schedule was never stopped
+        "token": HealthStatus.DEGRADED,  # never checked on this test instance
+        "forecast_accuracy": HealthStatus.HEALTHY,  # no forecast stored: nothing to judge
     }
     assert result.status == HealthStatus.DEGRADED and result.exit_code() == 1
     assert 0 < result.score < 100
@@ -249,6 +263,37 @@ def test_known_problems_are_counted_per_check(collected):
     }
     assert result.check("circuit_breakers").details["clients_blocked"] == ["globex"]
     assert "completeness_meets_target (ERROR)" in result.check("asset_checks").summary
+
+
+def test_missing_days_report_the_whole_history_since_each_clients_start(collected):
+    platform = collected
+    # acme's history starts 40 days ago (its start_date; collection began 35 days ago) and misses a day 33 days
+    # ago: older than both windows. globex has no start_date, so its history starts on its first collected day.
+    acme = Client.from_row(platform.warehouse.get_client("acme"))
+    platform.warehouse.upsert_clients([replace(acme, start_date=TODAY - timedelta(days=40)).to_row()])
+    delete_day(platform, "acme", TODAY - timedelta(days=33))
+    delete_day(platform, "globex", TODAY - timedelta(days=35))
+
+    check = report(platform).check("missing_days")
+    assert check.metrics == {"missing_days_7d": 0, "missing_days_30d": 0, "missing_days_history": 6}
+    # The windows decide the status; the history is reported beside them.
+    assert check.status == HealthStatus.HEALTHY
+    oldest = TODAY - timedelta(days=40)
+    assert (
+        check.summary
+        == f"no missing days in the last 30 days; 6 since each client's start, the oldest {oldest} (acme)"
+    )
+    per_client = check.details["per_client"]
+    assert (per_client["acme"]["history_start"], per_client["acme"]["missing_days_history"]) == (oldest, 6)
+    assert per_client["acme"]["oldest_missing_day"] == oldest
+    # globex's first stored day is now 34 days ago: nothing before it is expected.
+    assert per_client["globex"]["history_start"] == TODAY - timedelta(days=34)
+    assert (per_client["globex"]["missing_days_history"], per_client["globex"]["oldest_missing_day"]) == (
+        0,
+        None,
+    )
+    assert check.details["clients_with_history_gaps"] == ["acme"]
+    assert check.details["oldest_missing_day"] == oldest
 
 
 def test_unhealthy_thresholds(collected):
@@ -325,6 +370,7 @@ def test_without_an_instance_only_warehouse_checks_are_reported(collected):
 
 def test_inactive_clients_are_not_judged(platform):
     beat(platform.instance, NOW)
+    record_token_check(platform.instance, NOW)
     assert platform.collect("acme", TODAY - timedelta(days=35), YESTERDAY).success
     set_fetched_at(platform, "acme", NOW - timedelta(hours=1))
     record_activity(platform)
@@ -509,6 +555,7 @@ def test_cli_exit_codes_follow_the_status(platform, tmp_path, monkeypatch, capsy
 
     with dg.DagsterInstance.get() as instance:
         beat(instance, datetime.now(UTC))
+        record_token_check(instance, datetime.now(UTC))
     code, out = run_cli(capsys, "--json")
     data = json.loads(out)
     assert (code, data["status"]) == (0, "healthy")
