@@ -99,7 +99,9 @@ def main() -> None:
         "them, Dagster shows them materialized)",
     )
     parser.add_argument("--ticks", type=int, default=7)
-    parser.add_argument("--profile", action="store_true", help="print where the last tick spent its time")
+    parser.add_argument(
+        "--profile", action="store_true", help="print where the first and the last tick spent their time"
+    )
     parser.add_argument(
         "--sqlite",
         action="store_true",
@@ -182,7 +184,7 @@ def main() -> None:
                     repository_def=defs.get_repository_def(),
                     resources={"warehouse": WarehouseResource(url=warehouse_url)},
                 )
-                profiler = cProfile.Profile() if args.profile and len(times) == args.ticks - 1 else None
+                profiler = cProfile.Profile() if args.profile and len(times) in (0, args.ticks - 1) else None
                 t0 = time.perf_counter()
                 if profiler is not None:
                     profiler.enable()

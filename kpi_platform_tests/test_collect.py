@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.clients import Client, ClientSettings
-from kpi_platform.collect import collect_range
+from kpi_platform.collect import collect_range, day_figures, prepare_range
 from kpi_platform.meta.client import InsightsFetch
 from kpi_platform.warehouse import Warehouse, schema
 
@@ -130,3 +130,26 @@ def test_a_recollection_replaces_the_issues(warehouse):
 
     stored = warehouse.read_client_days(client_id=CLIENT.id, start=date(2026, 3, 2), end=date(2026, 3, 2))
     assert stored["quality_issues"].tolist() == [[]] and stored["quality_score"].tolist() == [100.0]
+
+
+def test_day_figures_are_each_days_own_from_the_prepared_frames():
+    prepared = prepare_range(client=CLIENT, start=START, end=END, meta=RecordedInsights(), run_id="r1")
+    figures = day_figures(prepared)
+    assert [f["kpi_date"] for f in figures] == [START, date(2026, 3, 2), date(2026, 3, 3), END]
+    mar_2, idle = figures[1], figures[2]
+    assert (mar_2["spend"], mar_2["currency"], mar_2["campaign_rows"], mar_2["clicks"], mar_2["leads"]) == (
+        7210.0,
+        "PLN",
+        1,
+        100,
+        2,
+    )
+    assert (mar_2["quality_score"], mar_2["issues"], mar_2["source"]) == (
+        80.0,
+        ["cpc 72.10 above 60.00 PLN"],
+        settings.SOURCE_META,
+    )
+    # An idle day: zero delivery, no score, ratios undefined rather than 0.
+    assert (idle["delivery"], idle["spend"], idle["campaign_rows"], idle["issues"]) == ("idle", 0.0, 0, [])
+    assert (idle["quality_score"], idle["ctr_pct"], idle["cpc"]) == (None, None, None)
+    assert all(type(f["impressions"]) is int and type(f["spend"]) is float for f in figures)

@@ -4,7 +4,7 @@ not collected hours after their freshness deadline (also synced by the watchdog,
 a daily check warns before the Meta access token stops working (`operations/token_watch.py`)."""
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -14,7 +14,7 @@ from kpi_platform.defs import run_history
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME, client_daily_partitions
 from kpi_platform.defs.resources import MetaApiResource, WarehouseResource
-from kpi_platform.keys import client_of
+from kpi_platform.keys import client_of, parse_key
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.token_check import assess
 from kpi_platform.operations.alert_facts import (
@@ -126,6 +126,17 @@ def alert_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseR
         c.id for c in registered_clients(wh, active_only=False)
     }
     keys += sorted({k for k in (*remembered, *failed_in_runs) if client_of(k) in unregistered} - set(keys))
+    # Gap healing also collects the days of a client's history older than the horizon: their failures count too,
+    # until the days are stored (or fall before the client's start_date).
+    starts = {c.id: c.start_date for c in clients if c.active}
+    keys += sorted(
+        {
+            k
+            for k in (*remembered, *failed_in_runs)
+            if client_of(k) in starts and (starts[client_of(k)] or date.min) <= parse_key(k)[1]
+        }
+        - set(keys)
+    )
     # None until the asset has its first event on this instance.
     by_partition = (
         context.instance.get_status_by_partition(CLIENT_DAILY_KPIS, keys, client_daily_partitions) or {}

@@ -378,7 +378,7 @@ def build_gap_healing_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Finds missing and failed client-days over the healing horizon (up to each client's last due day "
         "in its timezone) and, before it, the days of each client's history (from its start_date) the warehouse "
-        f"has no row for ({history_days_per_tick} per tick, newest first), that are not queued, running or in a "
+        f"has no row for (at most {history_days_per_tick} per tick, newest first), that are not queued, running or in a "
         "backfill, and requests one run per contiguous range per client (bounded per tick, the most recent "
         f"first). Transient failures are retried after {TRANSIENT_COOLDOWN_S / 60:.0f} min; "
         "other failures cool down longer after each one, are reported once per escalation, and are left to a "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -247,4 +247,6 @@ def fetch_token_info(
                 error=redact(f"{exc.message} ({exc.code_label})", secrets),
             )
         raise
-    return parse_debug_token(body)
+    info = parse_debug_token(body)
+    # Meta's reason is stored and shown; it never quotes the token, and this keeps it so.
+    return replace(info, error=redact(info.error, secrets))

@@ -233,6 +233,10 @@ def healing_keys(clients: Sequence[Client], *, now_utc: datetime, horizon_days: 
     return keys
 
 
+#: Days held back (cooling down, given up) are skipped by the history's per-tick cap, up to this many times it.
+HISTORY_SCAN_FACTOR = 5
+
+
 def _days_back(client_id: str, ranges: Sequence[tuple[date, date]]) -> Iterator[tuple[int, str]]:
     for start, end in ranges:
         for n in range((end - start).days + 1):
@@ -250,7 +254,9 @@ def history_gap_keys(
 ) -> list[str]:
     """Missing days of each client's history older than its healing window (before its `before` day), newest first
     across clients: up to `max_days` of them that may be requested, plus those held back on the way (cooling down
-    or given up), which count against nothing so that days a person must fix never starve the older gaps.
+    or given up), which do not count, so that days a person must fix do not starve the older gaps. At most
+    `HISTORY_SCAN_FACTOR` × `max_days` days are returned all the same: a tick stays bounded when years of days are
+    held back (a token broken for long), and the older gaps behind them wait until they are fixed.
 
     The warehouse says these days are missing (`quality.history`); Dagster's statuses, read for these keys only,
     still say whether they are queued, running or failed. Days beyond `max_days` wait for later ticks.
@@ -270,7 +276,7 @@ def history_gap_keys(
     budget = max_days
     # Each stream runs newest first, so the merge visits every client's missing days newest first overall.
     for negative_ordinal, client_id in heapq.merge(*streams):
-        if budget <= 0:
+        if budget <= 0 or len(keys) >= HISTORY_SCAN_FACTOR * max_days:
             break
         key = client_day_key(client_id, date.fromordinal(-negative_ordinal))
         keys.append(key)

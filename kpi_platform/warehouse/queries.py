@@ -398,8 +398,9 @@ QUERY_WORK_MEM = "64MB"
 
 def _indicator_selects(grain: str, dialect: str, final_through: date) -> list[sa.ColumnElement]:
     """quality_score, quality_issues (JSON text), fetched_at and, for periods, issues_recorded and days_final:
-    the day's own values, or per period the mean score, its days' non-empty issue lists joined by commas, the
-    days that recorded issues at all, the latest fetch and the days on or before `final_through`.
+    the day's own values, or per period the mean score, its days with issues as `["YYYY-MM-DD", [issues]]`
+    pairs joined by commas, the days that recorded issues at all, the latest fetch and the days on or before
+    `final_through`.
 
     Every period aggregate hashes: a DISTINCT aggregate would make PostgreSQL sort the range by the group keys
     instead, which doubled the monthly query's time.
@@ -416,7 +417,14 @@ def _indicator_selects(grain: str, dialect: str, final_through: date) -> list[sa
     periods: list[sa.ColumnElement] = []
     if grain != "daily":
         score = sa.func.avg(score)
-        listed = sa.func.nullif(issues, sa.literal_column("'[]'"))
+        pair = (
+            sa.literal_column("'[\"'")
+            .concat(sa.cast(table.c.kpi_date, sa.Text))
+            .concat(sa.literal_column("'\",'"))
+            .concat(issues)
+            .concat(sa.literal_column("']'"))
+        )
+        listed = sa.case((issues != sa.literal_column("'[]'"), pair))
         separator: sa.ColumnClause[Any] = sa.literal_column("','")
         issues = (sa.func.string_agg if postgres else sa.func.group_concat)(listed, separator)
         fetched = sa.func.max(fetched)
@@ -527,9 +535,9 @@ def _issue_lists(raw: pd.Series, recorded: np.ndarray | None) -> np.ndarray:
     """The `issues` column from the JSON text `_indicator_selects` reads.
 
     A day (`recorded` None): its list as stored; None where not recorded (NULL, an empty text from PostgreSQL).
-    A period: the sorted distinct names over its days' lists; [] when the days that recorded issues had none;
-    None when no day recorded them (`recorded` 0). Each distinct text is parsed once (most are "[]" or empty)
-    and spread by position.
+    A period: each issue of its days prefixed with its day, in day order ("2026-02-02: cpc 72.10 above 50.00
+    EUR"); [] when the days that recorded issues had none; None when no day recorded them (`recorded` 0). Each
+    distinct text is parsed once (most are "[]" or empty) and spread by position.
     """
     codes, texts = pd.factorize(raw, use_na_sentinel=True)
     none_listed = len(texts)
@@ -541,9 +549,12 @@ def _issue_lists(raw: pd.Series, recorded: np.ndarray | None) -> np.ndarray:
         if not text:
             blank[i] = True
         elif recorded is None:
-            lists[i] = list(json.loads(text))
+            # A JSON null (written as a value rather than as SQL NULL) is "not recorded" too.
+            day = json.loads(text)
+            lists[i] = None if day is None else list(day)
         else:
-            lists[i] = sorted({name for day in json.loads(f"[{text}]") for name in day})
+            days = sorted((str(day), issues) for day, issues in json.loads(f"[{text}]") if issues)
+            lists[i] = [f"{day}: {issue}" for day, issues in days for issue in issues]
     if recorded is not None:
         codes = np.where(recorded == 0, -1, np.where(blank[codes], none_listed, codes))
     return lists[codes]
@@ -666,8 +677,9 @@ def query_kpis(
 
     Each row's indicators, as of `now` (default: the current time):
     - `quality_score`: the day's score (0-100), or the mean over the period's scored days; None if none is.
-    - `issues`: the day's failed quality checks (a list, empty when none), or the distinct ones over the
-      period's days; None where no day recorded them (rows stored before issues were).
+    - `issues`: the day's failed quality checks (a list, empty when none), or for a period each issue of its
+      days prefixed with the day ("2026-02-02: cpc 72.10 above 50.00 EUR"), in day order; None where no day
+      recorded them (rows stored before issues were).
     - `fetched_at`: when the day was last fetched (UTC), or the latest over the period's days.
     - `freshness`: the age of `fetched_at` on the scale "< 1 h", "< 6 h", "< 24 h", "older".
     - `days_final`: how many of `days_present` are final, i.e. past Meta's restatement window: a day is final

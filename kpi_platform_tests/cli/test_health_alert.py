@@ -20,6 +20,7 @@ from kpi_platform_tests.support.heartbeats import beat
 from kpi_platform_tests.support.ping_sink import ping_sink
 from kpi_platform_tests.support.platform import Platform, make_platform
 from kpi_platform_tests.support.sinks import slack_sink
+from kpi_platform_tests.support.token_checks import record_token_check
 
 pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
 
@@ -42,9 +43,11 @@ def collected(tmp_path, monkeypatch) -> Iterator[Platform]:
 
 
 def heartbeat_at(at: datetime) -> None:
-    """Every required daemon's heartbeat at `at`, in the instance the CLI opens (DAGSTER_HOME)."""
+    """Every required daemon's heartbeat at `at`, in the instance the CLI opens (DAGSTER_HOME), and the daily token
+    check a running daemon records (a token that never expires)."""
     with dg.DagsterInstance.get() as instance:
         beat(instance, at)
+        record_token_check(instance, at)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from kpi_platform import settings
 from kpi_platform.defs.alerting import alert_sync_sensor
 from kpi_platform.defs.collection import CLIENT_DAILY_KPIS
 from kpi_platform.defs.partitions import client_daily_partitions
@@ -147,3 +148,24 @@ def test_a_partition_not_in_clients_yaml_keeps_its_alert_open_until_it_is_remove
         assert open_keys(platform) == []
         messages = texts(sink)
         assert len(messages) == 2 and "resolved" in messages[1].lower()
+
+
+def test_a_failed_day_older_than_the_horizon_keeps_its_alert_open_until_it_is_stored(platform, monkeypatch):
+    defs = platform.defs()
+    # Gap healing collects a client's whole history, so a day long before the 90-day horizon can fail too.
+    old = datetime.now(UTC).date() - timedelta(days=settings.HEALING_HORIZON_DAYS + 30)
+    with slack_sink(monkeypatch) as sink:
+        monkeypatch.setenv("META_ACCESS_TOKEN", "invalid-token")
+        failed = platform.collect("acme", old, old)
+        assert not failed.success
+        run_failure_tick(platform, failed)
+        assert open_keys(platform) == ["token_invalid:acme"]
+        cursor = tick(platform, defs).cursor
+        cursor = tick(platform, defs, cursor).cursor
+        assert open_keys(platform) == ["token_invalid:acme"] and len(texts(sink)) == 1
+
+        monkeypatch.delenv("META_ACCESS_TOKEN")
+        assert platform.collect("acme", old, old).success
+        tick(platform, defs, cursor)
+        assert open_keys(platform) == []
+        assert "resolved" in texts(sink)[-1].lower()

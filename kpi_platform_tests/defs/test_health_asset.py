@@ -11,6 +11,7 @@ from kpi_platform.defs.health import HEALTH_REPORT, health_report_schedule
 from kpi_platform.warehouse import schema
 from kpi_platform_tests.support.activity import snapshot_days, store_snapshots
 from kpi_platform_tests.support.heartbeats import beat
+from kpi_platform_tests.support.token_checks import record_token_check
 
 
 def defs_with_health(platform) -> dg.Definitions:
@@ -34,6 +35,7 @@ def test_asset_metadata_carries_the_table_score_and_numbers(platform):
     days = snapshot_days(today - timedelta(days=35), today - timedelta(days=1))
     store_snapshots(platform.warehouse, days, collected_at=datetime.now(UTC) - timedelta(hours=1))
     beat(platform.instance, datetime.now(UTC))
+    record_token_check(platform.instance, datetime.now(UTC))
 
     meta = materialize_report(platform)
     assert meta["status"] == "healthy"

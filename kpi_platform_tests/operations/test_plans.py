@@ -10,6 +10,7 @@ from kpi_platform.clients import Client, ClientSettings
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.operations.plans import (
     GIVE_UP_AFTER_FAILURES,
+    HISTORY_SCAN_FACTOR,
     REPORT_AFTER_FAILURES,
     TRANSIENT_COOLDOWN_S,
     FailureMemory,
@@ -240,6 +241,15 @@ def test_held_back_history_days_never_use_up_the_cap():
     )
     assert [(r.start, r.end) for r in plan.requests] == [(date(2025, 6, 1), date(2025, 6, 2))]
     assert (plan.given_up, plan.cooling) == (("acme|2025-06-05", "acme|2025-06-03"), ("acme|2025-06-04",))
+    # Held-back days are skipped, yet a tick looks at no more than HISTORY_SCAN_FACTOR × the cap.
+    long = {
+        "acme": _history("acme", date(2024, 1, 1), date(2026, 11, 19), (date(2025, 5, 1), date(2025, 5, 30)))
+    }
+    all_given_up = {f"acme|2025-05-{d:02d}": given_up for d in range(1, 31)}
+    listed = history_gap_keys(
+        long, before={"acme": date(2026, 8, 22)}, failures=all_given_up, now_ts=200.0, max_days=2
+    )
+    assert listed == [f"acme|2025-05-{d:02d}" for d in range(30, 30 - 2 * HISTORY_SCAN_FACTOR, -1)]
 
 
 def test_recent_ranges_come_before_history_ranges_within_the_run_cap():

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
-from kpi_platform.quality.history import history_start, read_histories
+from kpi_platform.quality.history import BLOCK_DAYS, history_start, read_histories
 from kpi_platform.warehouse import Warehouse
 from kpi_platform_tests.support.warehouse_data import client, day_row, span, store_days
 
@@ -120,7 +120,7 @@ def test_a_start_date_after_the_due_day_expects_nothing_yet(wh):
     assert (history.expected_days, history.present_days, history.missing_days) == (0, 0, 0)
 
 
-def test_only_blocks_missing_some_days_are_read_row_by_row(wh):
+def test_one_grouped_query_returns_a_row_per_block_not_per_day(wh):
     clients = [_client(f"c{i}") for i in range(3)]
     wh.upsert_clients([c.to_row() for c in clients])
     # Each client misses three scattered days and one whole quarter (2025-01-01 to 2025-03-31).
@@ -132,22 +132,19 @@ def test_only_blocks_missing_some_days_are_read_row_by_row(wh):
     }
     for c in clients:
         _store(wh, c.id, [d for d in span(date(2024, 1, 1), END) if d not in gaps])
-    statements: list[tuple[str, int]] = []
+    statements: list[str] = []
 
-    def count(conn, cursor, statement, parameters, *args):
+    def before(conn, cursor, statement, *args):
         if "client_daily_kpis" in statement:
-            statements.append((statement, len(parameters)))
+            statements.append(statement)
 
-    sa.event.listen(wh.engine, "before_cursor_execute", count)
+    sa.event.listen(wh.engine, "before_cursor_execute", before)
     try:
         histories = read_histories(wh, clients, ends={c.id: END for c in clients})
     finally:
-        sa.event.remove(wh.engine, "before_cursor_execute", count)
-    (grouped, _), (rows, n_parameters) = statements
-    assert "GROUP BY" in grouped and "GROUP BY" not in rows
-    # The second query reads one block per scattered day and the two blocks the quarter starts and ends within
-    # (three parameters each); the blocks inside the quarter hold no row, and are not read.
-    assert n_parameters <= 3 * len(clients) * 5
+        sa.event.remove(wh.engine, "before_cursor_execute", before)
+    (grouped,) = statements
+    assert "GROUP BY" in grouped
     for history in histories.values():
         assert history.missing_days == len(gaps)
         assert history.missing_ranges == (
@@ -158,32 +155,34 @@ def test_only_blocks_missing_some_days_are_read_row_by_row(wh):
         )
 
 
-def test_only_gaps_before_list_before_are_listed_and_recent_only_gaps_cost_one_query(wh):
+def test_only_gaps_before_list_before_are_listed(wh):
     clients = [_client("acme"), _client("globex")]
     wh.upsert_clients([c.to_row() for c in clients])
     recent = END - timedelta(days=9)
     # Both miss the last two days; only acme misses an older day too.
     _store(wh, "acme", [d for d in span(date(2025, 1, 1), END - timedelta(days=2)) if d != date(2025, 7, 1)])
     _store(wh, "globex", span(date(2025, 1, 1), END - timedelta(days=2)))
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        if "client_daily_kpis" in statement:
-            statements.append(statement)
-
-    sa.event.listen(wh.engine, "before_cursor_execute", count)
-    try:
-        histories = read_histories(
-            wh, clients, ends={c.id: END for c in clients}, list_before={c.id: recent for c in clients}
-        )
-        assert len(statements) == 2
-        statements.clear()
-        only_globex = read_histories(wh, clients[1:], ends={"globex": END}, list_before={"globex": recent})
-        assert len(statements) == 1
-    finally:
-        sa.event.remove(wh.engine, "before_cursor_execute", count)
+    histories = read_histories(
+        wh, clients, ends={c.id: END for c in clients}, list_before={c.id: recent for c in clients}
+    )
     acme = histories["acme"]
     # The counts cover the whole history; the ranges only its part before `list_before`.
     assert (acme.missing_days, acme.listed_end) == (3, recent - timedelta(days=1))
     assert acme.missing_ranges == ((date(2025, 7, 1), date(2025, 7, 1)),)
-    assert (only_globex["globex"].missing_days, only_globex["globex"].missing_ranges) == (2, ())
+    assert (histories["globex"].missing_days, histories["globex"].missing_ranges) == (2, ())
+
+
+def test_days_at_both_edges_of_a_block_are_found(wh):
+    acme = _client("acme")
+    wh.upsert_clients([acme.to_row()])
+    epoch = date(1970, 1, 1)
+    first = epoch + timedelta(days=(date(2025, 1, 1) - epoch).days // BLOCK_DAYS * BLOCK_DAYS)
+    last = first + timedelta(days=BLOCK_DAYS - 1)
+    # The block's last day (its 64-bit mask's bit 31) and the next block's first day (bit 0) are missing.
+    gaps = {last - timedelta(days=2), last, last + timedelta(days=1)}
+    _store(wh, "acme", [d for d in span(first - timedelta(days=40), END) if d not in gaps])
+    history = read_histories(wh, [acme], ends={"acme": END})["acme"]
+    assert history.missing_ranges == (
+        (last, last + timedelta(days=1)),
+        (last - timedelta(days=2), last - timedelta(days=2)),
+    )

@@ -296,7 +296,7 @@ def test_kpis_json_months_carry_lists_nulls_and_final_days(scored):
     assert (feb["days_present"], feb["days_final"], feb["issues"]) == (
         5,
         2,
-        ["no_anomalies", "no_split_days"],
+        ["2026-02-02: no_split_days", "2026-02-02: no_anomalies"],
     )
     assert (feb["fetched_at"], feb["freshness"]) == ("2026-03-02T11:30:00+00:00", "< 1 h")
     assert feb["quality_score"] == 83.0  # the mean of 81..85

@@ -451,8 +451,11 @@ def test_monthly_rows_carry_mean_score_distinct_issues_latest_fetch_and_final_da
     assert (jan["days_present"], jan["days_final"], feb["days_present"], feb["days_final"]) == (7, 7, 5, 2)
     assert jan["quality_score"] == pytest.approx(sum(80 + d % 7 for d in range(25, 32)) / 7, abs=0.005)
     assert feb["quality_score"] == pytest.approx(sum(80 + d % 7 for d in range(1, 6)) / 5, abs=0.005)
-    # The distinct names over the days that recorded issues (30 January did not), sorted.
-    assert (jan["issues"], feb["issues"]) == (["no_anomalies"], ["no_anomalies", "no_split_days"])
+    # Each issue of the period's days, prefixed with its day, in day order (30 January recorded none).
+    assert (jan["issues"], feb["issues"]) == (
+        ["2026-01-28: no_anomalies"],
+        ["2026-02-02: no_split_days", "2026-02-02: no_anomalies"],
+    )
     assert (jan["fetched_at"], jan["freshness"]) == (INDICATORS_NOW - timedelta(days=2), "older")
     assert (feb["fetched_at"], feb["freshness"]) == (INDICATORS_NOW - timedelta(minutes=30), "< 1 h")
     echo = rows[("echo", date(2026, 1, 1))]
@@ -464,9 +467,16 @@ def test_weekly_rows_carry_the_same_indicators(scored):
         scored, start="2026-01-26", end="2026-02-08", grain="weekly", client_ids="delta", now=INDICATORS_NOW
     )
     first, second = result.to_records()
-    assert (first["period"], first["days_final"], first["issues"]) == (date(2026, 1, 26), 7, ["no_anomalies"])
+    assert (first["period"], first["days_final"], first["issues"]) == (
+        date(2026, 1, 26),
+        7,
+        ["2026-01-28: no_anomalies"],
+    )
     assert (second["days_present"], second["days_final"]) == (4, 1)
-    assert (second["issues"], second["freshness"]) == (["no_anomalies", "no_split_days"], "< 1 h")
+    assert (second["issues"], second["freshness"]) == (
+        ["2026-02-02: no_split_days", "2026-02-02: no_anomalies"],
+        "< 1 h",
+    )
 
 
 @pytest.mark.parametrize(

@@ -186,14 +186,16 @@ def _function_grants(bind: sa.Connection) -> tuple[list[str], str | None]:
     ).scalar()
     if owner is None:
         return [], None
+    # From the function's ACL itself: information_schema shows only grants the connected role takes part in.
     grantees = (
         bind.execute(
             sa.text(
-                "SELECT DISTINCT grantee FROM information_schema.routine_privileges "
-                "WHERE routine_schema = current_schema() AND routine_name = :name "
-                "AND privilege_type = 'EXECUTE' AND grantee NOT IN (:owner, 'PUBLIC') ORDER BY grantee"
+                "SELECT DISTINCT pg_get_userbyid(a.grantee) FROM pg_proc p "
+                "JOIN pg_namespace n ON n.oid = p.pronamespace CROSS JOIN LATERAL aclexplode(p.proacl) a "
+                "WHERE n.nspname = current_schema() AND p.proname = :name AND a.privilege_type = 'EXECUTE' "
+                "AND a.grantee NOT IN (0, p.proowner) ORDER BY 1"
             ),
-            {"name": FUNCTION, "owner": owner},
+            {"name": FUNCTION},
         )
         .scalars()
         .all()
