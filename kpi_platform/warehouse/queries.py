@@ -638,22 +638,36 @@ def _finish_kpi_frame(
 
 
 def _window_conversions(
-    conn: sa.Connection, *, start: date, end: date, client_ids: list[str] | None
+    conn: sa.Connection, frame: pd.DataFrame, *, start: date, end: date
 ) -> dict[str, float]:
     """Conversions (the count columns) per client over [start - TRACKING_WINDOW_DAYS, end]: what tells a query's
-    rows without conversions apart, "zero conversions" or "tracking not configured" (`conversion_tracking`)."""
+    rows without conversions apart, "zero conversions" or "tracking not configured" (`conversion_tracking`).
+
+    The range's own conversions come from `frame` (the rows just read); only clients without any there are looked
+    up in the database, and only over the days before `start`: a client converting in the range is tracked, and
+    reading the whole window for every client would cost a second scan of the range on every query.
+    """
+    if frame.empty:
+        return {}
+    in_range = frame[list(settings.CONVERSION_COUNT_COLUMNS)].astype("float64").sum(axis=1)
+    totals = in_range.groupby(frame["client_id"]).sum()
+    window = {str(client_id): float(value) for client_id, value in totals.items()}
+    unknown = sorted(client_id for client_id, value in window.items() if value <= 0)
+    if not unknown:
+        return window
     table = schema.client_daily_kpis
     counts = [table.c[name] for name in settings.CONVERSION_COUNT_COLUMNS]
     total = sa.cast(sa.func.sum(functools.reduce(operator.add, counts)), sa.Float)
     since = start - timedelta(days=conversion_tracking.TRACKING_WINDOW_DAYS)
     query = (
         sa.select(table.c.client_id, total)
-        .where(table.c.kpi_date.between(since, end))
+        .where(table.c.kpi_date.between(since, start - timedelta(days=1)))
+        .where(table.c.client_id.in_(unknown))
         .group_by(table.c.client_id)
     )
-    if client_ids is not None:
-        query = query.where(table.c.client_id.in_(client_ids))
-    return {client_id: float(value or 0.0) for client_id, value in conn.execute(query)}
+    for client_id, value in conn.execute(query):
+        window[client_id] += float(value or 0.0)
+    return window
 
 
 def query_kpis(
@@ -722,7 +736,7 @@ def query_kpis(
                 conn.execute(sa.select(clients.c.client_id).where(clients.c.active.is_(True))).scalars()
             )
         frame = _read_frame(conn, query)
-        window_conversions = _window_conversions(conn, start=first, end=last, client_ids=wanted)
+        window_conversions = _window_conversions(conn, frame, start=first, end=last)
 
     if frame.empty:
         frame = pd.DataFrame(columns=list(KPI_COLUMNS))

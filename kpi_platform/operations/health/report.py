@@ -271,9 +271,12 @@ class HealthContext:
         return rules.required_day(self.local_now(client), deadline_hour=self.deadline_for(client))
 
     def window(self, client: Client, days: int) -> tuple[date, date]:
-        """The client's last `days` due days, not before the first partition."""
+        """The client's last `days` due days, not before the first partition nor its explicit start_date."""
         end = self.due_day(client)
-        start = max(end - timedelta(days=days - 1), date.fromisoformat(settings.PARTITIONS_START_DATE))
+        first = date.fromisoformat(settings.PARTITIONS_START_DATE)
+        if client.start_date is not None:
+            first = max(first, client.start_date)
+        start = max(end - timedelta(days=days - 1), first)
         return start, end
 
     def span(self) -> tuple[date, date]:

@@ -263,17 +263,21 @@ def _read_day_counts(
 def data_rates(ctx: HealthContext, fresh: set[tuple[str, date]]) -> list[Rate]:
     """Completeness, average quality and freshness over each client's last due days, per window of `WINDOWS`.
 
-    Clients are grouped by their due day (the windows of one group are the same days), so the warehouse answers
+    Clients are grouped by their due day and explicit start_date (the windows of one group are the same days), so the warehouse answers
     per group and day; `fresh` are the (client, day) pairs fresh at their deadline (`fresh_days`)."""
     longest = max(WINDOWS)
-    by_due: dict[date, list[Client]] = {}
+    # A client's windows are set by its due day and its explicit start_date (no day before it is expected).
+    by_window: dict[tuple[date, date | None], list[Client]] = {}
     for client in ctx.clients:
-        by_due.setdefault(ctx.due_day(client), []).append(client)
-    groups = [sorted(by_due[d], key=lambda c: c.id) for d in sorted(by_due)]
+        by_window.setdefault((ctx.due_day(client), client.start_date), []).append(client)
+    groups = [
+        sorted(by_window[k], key=lambda c: c.id)
+        for k in sorted(by_window, key=lambda k: (k[0], k[1] or date.min))
+    ]
     counts: dict[tuple[int, date], _DayCounts] = {}
     if groups:
         first = min(ctx.window(c, longest)[0] for c in ctx.clients)
-        last = max(by_due)
+        last = max(due for due, _ in by_window)
         counts = _read_day_counts(ctx.warehouse, [[c.id for c in g] for g in groups], first, last)
     rates: list[Rate] = []
     for days in WINDOWS:

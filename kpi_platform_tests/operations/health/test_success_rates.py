@@ -397,3 +397,25 @@ def test_a_stopped_daily_schedule_is_degraded_with_no_next_collection(platform):
     assert check.details["next_collection_at"] is None
     assert check.details["schedule"]["running"] is False
     assert check.summary.startswith("daily_collection_schedule is stopped: no daily collection")
+
+
+def test_no_day_before_a_clients_start_date_is_expected(migrated_warehouse_url):
+    """A client that started 5 days ago and has all 5 days is complete over 7 and 30 days; one without a
+    start_date, with the same 5 days, is not."""
+    wh = Warehouse(migrated_warehouse_url)
+    wh.migrate()
+    try:
+        started = DUE - timedelta(days=4)
+        wh.upsert_clients(
+            [{**client("acme"), "settings": {"start_date": started.isoformat()}}, client("globex")]
+        )
+        for client_id in ("acme", "globex"):
+            store_days(wh, client_id, [day_row(client_id, d) for d in span(started, DUE)])
+        clients = clients_from_warehouse(wh)
+        assert {c.id: c.start_date for c in clients} == {"acme": started, "globex": None}
+        ctx = HealthContext(warehouse=wh, instance=None, clients=clients, now_utc=NOW)
+        rates = {(r.name, r.window_days): r for r in data_rates(ctx, fresh=set())}
+        assert (rates[("completeness", 7)].good, rates[("completeness", 7)].total) == (10, 5 + 7)
+        assert (rates[("completeness", 30)].good, rates[("completeness", 30)].total) == (10, 5 + 30)
+    finally:
+        wh.dispose()
