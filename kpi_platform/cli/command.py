@@ -79,18 +79,9 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from kpi_platform.cli.local import ensure_dagster_home
+    from kpi_platform.cli.local import run_ui
 
-    home = ensure_dagster_home()
-    workspace = settings.project_root() / "workspace.yaml"
-    print(f"DAGSTER_HOME={home}\nopen http://{args.host}:{args.port}")
-    argv = ["dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    dagster = Path(sys.executable).with_name("dagster")
-    try:
-        os.execv(str(dagster), argv)  # noqa: S606 - replaces this process with the Dagster dev server
-    except OSError as exc:
-        return _error(f"cannot start {dagster}: {exc}")
-    return 0  # pragma: no cover
+    return run_ui(host=args.host, port=args.port)
 
 
 def _cmd_clients(args: argparse.Namespace) -> int:
@@ -586,13 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_dagster_warnings() -> None:
-    """Beta/preview notices about APIs we chose deliberately are noise on a terminal (they stay in the logs of runs)."""
-    import warnings
+    """Beta/preview notices about APIs we chose deliberately are noise on a terminal (the processes of `ui` and
+    `serve` ignore them too)."""
+    from kpi_platform.runtime.code_server import quiet_beta_warnings
 
-    from dagster import BetaWarning, PreviewWarning
-
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
+    quiet_beta_warnings()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,8 @@ import dagster as dg
 from kpi_platform import settings
 from kpi_platform.activity import ensure_demo_app_db
 from kpi_platform.clients import Client, ClientSyncReport, load_clients, plan_sync, sync_clients_to_warehouse
+from kpi_platform.defs import run_history
+from kpi_platform.defs.health import HEALTH_REPORT, catalogue_check_keys
 from kpi_platform.defs.partitions import CLIENTS_PARTITIONS_NAME
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG, client_day_key
 from kpi_platform.operations.plans import CollectionRequest
@@ -82,12 +84,16 @@ class QuickstartSummary:
     months_closed: int = 0
     activity_days: int = 0
     activity_db_created: bool = False
+    #: Every asset check of the catalogue by name: `passed`, `FAILED (ERROR|WARN)` or `not evaluated`.
     checks: dict[str, str] = field(default_factory=dict)
+    #: The health report's status and score as materialized, empty when it was not.
+    health: str = ""
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failed_runs
+        """No run failed and every check passed: the demo data is whole, so anything else is a defect to see."""
+        return not self.failed_runs and all(state == "passed" for state in self.checks.values())
 
     def render(self) -> str:
         lines = [
@@ -110,8 +116,12 @@ class QuickstartSummary:
         if self.checks:
             lines += [
                 "",
-                "warehouse checks: "
+                "asset checks: "
                 + ", ".join(f"{name} {state}" for name, state in sorted(self.checks.items())),
+            ]
+        if self.health:
+            lines += [
+                f"health report: {self.health} (no daemon ran meanwhile; `kpi-platform ui` starts one)",
             ]
         if self.failed_runs:
             lines += ["", "FAILED runs (see the UI for their logs):", *[f"  {f}" for f in self.failed_runs]]
@@ -122,6 +132,17 @@ class QuickstartSummary:
             "open the UI:  .venv/bin/kpi-platform ui   (then http://127.0.0.1:3000)",
         ]
         return "\n".join(lines)
+
+
+def check_state(result: run_history.CheckResultRecord) -> str:
+    """How the summary names a check's latest finished evaluation."""
+    if result.finished is None:
+        return "not evaluated"
+    evaluation = result.finished.evaluation
+    if evaluation is not None and evaluation.passed:
+        return "passed"
+    severity = f" ({evaluation.severity.value})" if evaluation is not None else ""
+    return f"FAILED{severity}"
 
 
 def run_quickstart(*, days: int = settings.QUICKSTART_DAYS, today: date | None = None) -> QuickstartSummary:
@@ -192,9 +213,25 @@ def run_quickstart(*, days: int = settings.QUICKSTART_DAYS, today: date | None =
         checks = defs.resolve_job_def("warehouse_checks_job").execute_in_process(
             instance=instance, run_config=QUIET, raise_on_error=False
         )
-        for evaluation in checks.get_asset_check_evaluations():
-            state = "passed" if evaluation.passed else f"FAILED ({evaluation.severity.value})"
-            summary.checks[evaluation.check_name] = state
+        if not checks.success:
+            summary.failed_runs.append(f"warehouse checks: run {checks.run_id}")
+        # Every check of the catalogue, as the UI's Checks tabs show it: the latest finished evaluation of each.
+        for key in catalogue_check_keys():
+            summary.checks[key.name] = check_state(run_history.check_result(instance, key))
+        print("materializing the health report ...", flush=True)
+        health = defs.resolve_job_def("health_report_job").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        if health.success:
+            [metadata] = [
+                e.materialization.metadata
+                for e in health.get_asset_materialization_events()
+                if e.asset_key == HEALTH_REPORT
+            ]
+            status, score = metadata["status"].value, metadata["score"].value
+            summary.health = f"{status}, score {score:g}/100"
+        else:
+            summary.failed_runs.append(f"health report: run {health.run_id}")
     days_frame = warehouse.read_client_days(start=start, end=end)
     for client in active:
         mine = days_frame[days_frame["client_id"] == client.id]

@@ -37,6 +37,10 @@ REQUIRED_ENV: tuple[str, ...] = (
     settings.ENV_CODE_SERVER_HOST,
     settings.ENV_CODE_SERVER_PORT,
 )
+#: What the embedded default (`kpi-platform ui`: SQLite storage in DAGSTER_HOME) needs: only where the code server is.
+EMBEDDED_REQUIRED_ENV: tuple[str, ...] = (settings.ENV_CODE_SERVER_HOST, settings.ENV_CODE_SERVER_PORT)
+#: `kpi-platform ui`'s daemon console: warnings and errors only (every tick is in the UI).
+EMBEDDED_DAEMON_LOG_LEVEL = "warning"
 #: Dagster settings read from the environment, for every process of the deployment (README "Running in
 #: production"): a range run's materializations (one per client-day) are written as one batch, not one by one.
 DAGSTER_TUNING_ENV: Mapping[str, str] = {"DAGSTER_EVENT_BATCH_SIZE": "1000"}
@@ -127,12 +131,12 @@ def webserver_spec(*, host: str, port: int, workspace: Path) -> ProcessSpec:
     )
 
 
-def daemon_spec(*, workspace: Path) -> ProcessSpec:
+def daemon_spec(*, workspace: Path, log_level: str | None = None) -> ProcessSpec:
     """`dagster-daemon run` through `python -m kpi_platform.runtime.daemon`, which paces the backfill daemon at
-    KPI_BACKFILL_INTERVAL_SECONDS (5 s) instead of 30 s."""
-    return ProcessSpec(
-        "daemon", (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(workspace))
-    )
+    KPI_BACKFILL_INTERVAL_SECONDS (5 s) instead of 30 s. `log_level` is `dagster-daemon run --log-level`
+    (its default: info, a line per sensor and schedule tick)."""
+    argv = (sys.executable, "-m", "kpi_platform.runtime.daemon", "run", "-w", str(workspace))
+    return ProcessSpec("daemon", argv + (("--log-level", log_level) if log_level else ()))
 
 
 def simulator_spec(*, port: int) -> ProcessSpec:
@@ -164,8 +168,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def missing_env(env: Mapping[str, str]) -> list[str]:
-    return [name for name in REQUIRED_ENV if name not in env]
+def missing_env(env: Mapping[str, str], required: Sequence[str] = REQUIRED_ENV) -> list[str]:
+    return [name for name in required if name not in env]
 
 
 def prepare_dagster_home(home: Path, *, template: Path | None = None) -> Path:
@@ -532,8 +536,9 @@ def dagster_pg_env(url: str) -> dict[str, str]:
 class LocalStack:
     """Code server, webserver and daemon (optionally the Meta simulator) on this machine, under one supervisor.
 
-    `env` must hold DAGSTER_HOME (prepared with `prepare_dagster_home`) and DAGSTER_PG_*; `DAGSTER_TUNING_ENV`
-    applies unless `env` sets the same names; ports left None are picked free. The servers and the daemon start separately, so a caller can act between the two.
+    `env` must hold DAGSTER_HOME (prepared with `prepare_dagster_home`) and `required_env` (DAGSTER_PG_* for
+    deploy/dagster.yaml; `EMBEDDED_REQUIRED_ENV` for a SQLite instance); `DAGSTER_TUNING_ENV` applies unless `env`
+    sets the same names; ports left None are picked free. The servers and the daemon start separately, so a caller can act between the two.
     `simulator_env` adds to the simulator's environment only (e.g. its own KPI_CLIENTS_FILE).
     """
 
@@ -552,6 +557,7 @@ class LocalStack:
         echo: IO[str] | None = None,
         cwd: Path | None = None,
         abort: threading.Event | None = None,
+        required_env: Sequence[str] = REQUIRED_ENV,
     ) -> None:
         self.host = host
         self.webserver_port = webserver_port or free_port(host)
@@ -564,7 +570,7 @@ class LocalStack:
         full_env[settings.ENV_CODE_SERVER_PORT] = str(self.code_server_port)
         if self.simulator_port is not None:
             full_env[settings.ENV_META_URL] = f"http://{host}:{self.simulator_port}"
-        missing = missing_env(full_env)
+        missing = missing_env(full_env, required_env)
         if missing or not full_env.get("DAGSTER_HOME"):
             raise ValueError(f"missing environment: {', '.join(missing or ['DAGSTER_HOME'])}")
         self.env = full_env
@@ -619,8 +625,10 @@ class LocalStack:
 
         self._wait(loaded, timeout_s=timeout_s, what="the code location in the webserver")
 
-    def start_daemon(self, *, timeout_s: float = 120.0, wait_healthy: bool = True) -> None:
-        self.supervisor.start(daemon_spec(workspace=self.workspace))
+    def start_daemon(
+        self, *, timeout_s: float = 120.0, wait_healthy: bool = True, log_level: str | None = None
+    ) -> None:
+        self.supervisor.start(daemon_spec(workspace=self.workspace, log_level=log_level))
         if wait_healthy:
             self._wait(self.webserver.daemons_healthy, timeout_s=timeout_s, what="healthy daemons")
 
@@ -646,12 +654,20 @@ def serve(
     log_dir: Path | None,
     module: str = "kpi_platform.definitions",
     out: IO[str] = sys.stdout,
+    embedded: bool = False,
 ) -> int:
     """Run code server, webserver and daemon (and optionally the simulator) until Ctrl-C/SIGTERM or until one
-    exits, then stop all of them. 0 after Ctrl-C/SIGTERM, 1 when a process died or never came up, 2 on setup."""
+    exits, then stop all of them. 0 after Ctrl-C/SIGTERM, 1 when a process died or never came up, 2 on setup.
+
+    `embedded` runs the same processes on the embedded default's instance (`kpi-platform ui`: DAGSTER_HOME
+    already seeded by `cli.local.ensure_dagster_home`, SQLite storage, no DAGSTER_PG_*)."""
     env = dict(os.environ)
     home = env.get("DAGSTER_HOME")
-    missing = missing_env({**_SERVE_DEFAULTS, settings.ENV_CODE_SERVER_PORT: str(code_server_port), **env})
+    label = "kpi-platform ui" if embedded else "kpi-platform serve"
+    required = EMBEDDED_REQUIRED_ENV if embedded else REQUIRED_ENV
+    missing = missing_env(
+        {**_SERVE_DEFAULTS, settings.ENV_CODE_SERVER_PORT: str(code_server_port), **env}, required
+    )
     if missing or not home:
         print(
             f"error: set {', '.join(missing or ['DAGSTER_HOME'])} (see README, 'Running in production'); "
@@ -659,7 +675,8 @@ def serve(
             file=sys.stderr,
         )
         return 2
-    prepare_dagster_home(Path(home))
+    if not embedded:
+        prepare_dagster_home(Path(home))
     stopping = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -677,14 +694,16 @@ def serve(
         log_dir=log_dir,
         echo=out,
         abort=stopping,
+        required_env=required,
     )
     status = 0
     try:
         stack.start_servers()
         if not stopping.is_set():
-            stack.start_daemon(wait_healthy=False)
+            # The embedded default's terminal is a newcomer's: the daemon's warnings and errors, not its ticks.
+            stack.start_daemon(wait_healthy=False, log_level=EMBEDDED_DAEMON_LOG_LEVEL if embedded else None)
             print(
-                f"kpi-platform serve: UI on {stack.webserver.url}; Ctrl-C stops all processes",
+                f"{label}: UI on {stack.webserver.url}; Ctrl-C stops all processes",
                 file=out,
                 flush=True,
             )
@@ -692,21 +711,22 @@ def serve(
             dead = stack.supervisor.exited()
             if dead is not None:
                 print(
-                    f"kpi-platform serve: {dead.spec.name} exited ({dead.process.returncode}); stopping",
-                    file=out,
+                    f"error: {label}: {dead.spec.name} exited ({dead.process.returncode}); stopping",
+                    file=sys.stderr,
+                    flush=True,
                 )
                 status = 1
                 break
             stopping.wait(0.5)
     except NotReadyError as exc:
-        print(f"kpi-platform serve: {exc}", file=out)
+        print(f"error: {label}: {exc}", file=sys.stderr, flush=True)
         status = 1
     finally:
         report = stack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         codes = ", ".join(f"{name} {code}" for name, code in report.exit_codes.items())
-        print(f"kpi-platform serve: stopped ({codes})", file=out, flush=True)
+        print(f"{label}: stopped ({codes})", file=out, flush=True)
     return status
 
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import dagster_postgres  # noqa: F401
 
-import kpi_platform.runtime.pg_storage  # noqa: F401
-from kpi_platform.definitions import defs
-from kpi_platform.runtime.dagster_private import preload_run_worker
+from kpi_platform.runtime.code_server import quiet_beta_warnings
+
+# Before the code location loads: the fork server is a fresh interpreter, the code server's filters are not its own.
+quiet_beta_warnings()
+
+import kpi_platform.runtime.pg_storage  # noqa: E402, F401
+from kpi_platform.definitions import defs  # noqa: E402
+from kpi_platform.runtime.dagster_private import preload_run_worker  # noqa: E402
 
 preload_run_worker()
 

@@ -20,13 +20,18 @@ Definitions.
   runs, i.e. the schedule's daily runs and runs launched by hand. A canceled run is someone's decision, not a
   failure, and is not counted; a failed run that Dagster's run retries re-run is not counted either (its retry is).
   Healing runs are not counted here: they re-try what failed, so a failing day would count once per attempt.
-* **Backfill/healing success**, the same ratio over the gap healer's runs and the runs of UI backfills (the runs
-  that repair history). Target 100 %: a repair that fails leaves a hole that nothing else fills.
+* **Backfill/healing success** = repairs that ended stored / repairs, over the gap healer's runs and the runs of UI
+  backfills (the runs that repair history). A repair run that failed counts as succeeded once later successful
+  runs of its client cover its whole range (the healer's retry, or the daily run's lookback, stored the days): the
+  target is 100 %, so what it measures is whether every repair ended with the data stored, not whether the first
+  attempt did. A failed repair nothing has covered since counts against it, and keeps the rate below target (and
+  its alert open) until it is covered.
 * **Completeness** = present / expected client-days, expected = Σ over active clients of their due days in the
   window, present = those with a `client_daily_kpis` row (an idle day is a row, so present).
 * **Average quality** = mean `quality_score` of the window's days with `delivery = 'delivered'` and a score (idle
   days carry no delivery to judge). Target strictly above 95.
-* **Freshness** = client-days fresh at their deadline / client-days due. Day D of a client falls due at the
+* **Freshness** = client-days fresh at their deadline / client-days due since the client was first collected (days
+  that fell due before its first collection run ended could not have been fresh, and are not counted). Day D of a client falls due at the
   client's deadline hour (local) on D + 1; it is *fresh* when a collection run of that client covering D succeeded
   within the 6 hours before that deadline, so at the moment the day was needed its data was under 6 hours old.
   The warehouse alone cannot answer this: every daily run re-writes its whole lookback window (Meta restates
@@ -164,14 +169,34 @@ def _share(good: int, total: int) -> float | None:
 def run_rates(runs: Iterable[CollectionRun], *, now_utc: datetime) -> list[Rate]:
     """Collection and backfill/healing success over each window of `WINDOWS`, from the runs that ended in it."""
     finished = list(runs)
+    covered = _covered_later(finished)
     rates: list[Rate] = []
     for name, repairs in (("collection_success", False), ("backfill_healing_success", True)):
         for days in WINDOWS:
             since = now_utc - timedelta(days=days)
             counted = [r for r in finished if r.repairs == repairs and since < r.ended_at <= now_utc]
-            good = sum(r.succeeded for r in counted)
+            good = sum(r.succeeded or (repairs and r.run_id in covered) for r in counted)
             rates.append(Rate(name, days, _share(good, len(counted)), good, len(counted)))
     return rates
+
+
+def _covered_later(runs: Sequence[CollectionRun]) -> set[str]:
+    """Run ids of the failed repair runs whose every day a later successful run of the same client stored."""
+    stored: dict[str, list[CollectionRun]] = {}
+    for run in runs:
+        if run.succeeded:
+            stored.setdefault(run.client_id, []).append(run)
+    covered: set[str] = set()
+    for run in runs:
+        if run.succeeded or not run.repairs:
+            continue
+        days = {run.start + timedelta(days=i) for i in range((run.end - run.start).days + 1)}
+        for later in stored.get(run.client_id, ()):
+            if later.ended_at > run.ended_at and later.start <= run.end and later.end >= run.start:
+                days -= {d for d in days if later.start <= d <= later.end}
+        if not days:
+            covered.add(run.run_id)
+    return covered
 
 
 def deadline_of(client: Client, day: date, *, deadline_hour: int) -> datetime:
@@ -260,11 +285,37 @@ def _read_day_counts(
     return out
 
 
-def data_rates(ctx: HealthContext, fresh: set[tuple[str, date]]) -> list[Rate]:
+def first_countable_days(
+    runs: Iterable[CollectionRun], clients: Mapping[str, Client], *, deadline_hours: Mapping[str, int]
+) -> dict[str, date]:
+    """Per client, the first day whose deadline came after its first collection run in `runs` ended: the days
+    freshness can judge. A day that fell due before the platform collected the client at all could not have been
+    fresh, so a new deployment (or a new client) is not reported stale for the week before it started; a client
+    without any run has no countable day (absent)."""
+    first_end: dict[str, datetime] = {}
+    for run in runs:
+        if run.client_id in clients and (
+            run.client_id not in first_end or run.ended_at < first_end[run.client_id]
+        ):
+            first_end[run.client_id] = run.ended_at
+    out: dict[str, date] = {}
+    for client_id, ended in first_end.items():
+        client = clients[client_id]
+        day = ended.astimezone(ZoneInfo(client.timezone)).date() - timedelta(days=1)
+        while deadline_of(client, day, deadline_hour=deadline_hours[client_id]) < ended:
+            day += timedelta(days=1)
+        out[client_id] = day
+    return out
+
+
+def data_rates(
+    ctx: HealthContext, fresh: set[tuple[str, date]], *, countable_from: Mapping[str, date] | None = None
+) -> list[Rate]:
     """Completeness, average quality and freshness over each client's last due days, per window of `WINDOWS`.
 
     Clients are grouped by their due day and explicit start_date (the windows of one group are the same days), so the warehouse answers
-    per group and day; `fresh` are the (client, day) pairs fresh at their deadline (`fresh_days`)."""
+    per group and day; `fresh` are the (client, day) pairs fresh at their deadline (`fresh_days`). Freshness counts
+    a client's days from `countable_from` (`first_countable_days`) on; without it, every due day."""
     longest = max(WINDOWS)
     # A client's windows are set by its due day and its explicit start_date (no day before it is expected).
     by_window: dict[tuple[date, date | None], list[Client]] = {}
@@ -281,7 +332,7 @@ def data_rates(ctx: HealthContext, fresh: set[tuple[str, date]]) -> list[Rate]:
         counts = _read_day_counts(ctx.warehouse, [[c.id for c in g] for g in groups], first, last)
     rates: list[Rate] = []
     for days in WINDOWS:
-        expected = present = scored = n_fresh = 0
+        expected = present = scored = n_fresh = due_fresh = 0
         score_sum = 0.0
         for index, members in enumerate(groups):
             start, end = ctx.window(members[0], days)
@@ -294,11 +345,16 @@ def data_rates(ctx: HealthContext, fresh: set[tuple[str, date]]) -> list[Rate]:
                     scored += c.scored
                     score_sum += c.score_sum
                 n_fresh += sum((m.id, day) in fresh for m in members)
+            for m in members:
+                if countable_from is None:
+                    due_fresh += len(span)
+                elif m.id in countable_from:
+                    due_fresh += max(0, (end - max(start, countable_from[m.id])).days + 1)
         quality = round(score_sum / scored, 2) if scored else None
         rates += [
             Rate("completeness", days, _share(present, expected), present, expected),
             Rate("quality_avg", days, quality, score_sum, scored),
-            Rate("freshness", days, _share(n_fresh, expected), n_fresh, expected),
+            Rate("freshness", days, _share(n_fresh, due_fresh), n_fresh, due_fresh),
         ]
     return rates
 
@@ -310,9 +366,14 @@ def success_rates(ctx: HealthContext, runs: Sequence[CollectionRun]) -> list[Rat
     """Every rate of `TARGETS` over every window of `WINDOWS`, as of `ctx.now_utc`, target order then window."""
     clients = {c.id: c for c in ctx.clients}
     runs = [r for r in runs if r.client_id in clients]
-    fresh = fresh_days(runs, clients, deadline_hours={c.id: ctx.deadline_for(c) for c in ctx.clients})
+    hours = {c.id: ctx.deadline_for(c) for c in ctx.clients}
+    fresh = fresh_days(runs, clients, deadline_hours=hours)
     by_key = {
-        (r.name, r.window_days): r for r in (*run_rates(runs, now_utc=ctx.now_utc), *data_rates(ctx, fresh))
+        (r.name, r.window_days): r
+        for r in (
+            *run_rates(runs, now_utc=ctx.now_utc),
+            *data_rates(ctx, fresh, countable_from=first_countable_days(runs, clients, deadline_hours=hours)),
+        )
     }
     return [by_key[(t.name, days)] for t in TARGETS for days in WINDOWS]
 

@@ -32,6 +32,7 @@ from kpi_platform.operations.health.success_rates import (
     CollectionRun,
     Rate,
     data_rates,
+    first_countable_days,
     fresh_days,
     rates_finding,
     run_rates,
@@ -266,7 +267,14 @@ def test_run_rates_count_windows_by_end_time_and_split_repairs():
         run("acme", DUE, DUE, NOW - timedelta(hours=1)),
         run("acme", DUE, DUE, NOW - timedelta(hours=30), ok=False),
         run("acme", DUE, DUE, NOW - timedelta(days=8), kind="manual"),
-        run("acme", DUE, DUE, NOW - timedelta(hours=2), kind="heal", ok=False),
+        run(
+            "acme",
+            DUE - timedelta(days=40),
+            DUE - timedelta(days=35),
+            NOW - timedelta(hours=2),
+            kind="heal",
+            ok=False,
+        ),
         run("acme", DUE, DUE, NOW - timedelta(days=31), ok=False),  # before every window
     ]
     rates = {(r.name, r.window_days): (r.value, r.good, r.total) for r in run_rates(runs, now_utc=NOW)}
@@ -274,6 +282,32 @@ def test_run_rates_count_windows_by_end_time_and_split_repairs():
     assert rates[("collection_success", 7)] == (50.0, 1, 2)
     assert rates[("collection_success", 30)] == (66.67, 2, 3)
     assert rates[("backfill_healing_success", 1)] == (0.0, 0, 1)
+    # Nothing to count is no value, neither met nor missed.
+    assert run_rates([], now_utc=NOW)[0].value is None
+
+
+def test_a_failed_repair_counts_once_later_runs_stored_its_whole_range():
+    old = (DUE - timedelta(days=40), DUE - timedelta(days=35))
+    failed = run("acme", *old, NOW - timedelta(hours=5), kind="backfill", ok=False)
+
+    def healing_1d(*later: CollectionRun) -> tuple[float | None, float, float]:
+        rate = next(
+            r
+            for r in run_rates([failed, *later], now_utc=NOW)
+            if (r.name, r.window_days) == ("backfill_healing_success", 1)
+        )
+        return rate.value, rate.good, rate.total
+
+    assert healing_1d() == (0.0, 0, 1)
+    # Half the range stored later (the half run itself counts: 1 of 2), another client's run, or a run that
+    # ended before the failure: still a hole.
+    first_half = run("acme", old[0], old[0] + timedelta(days=2), NOW - timedelta(hours=4), kind="heal")
+    assert healing_1d(first_half) == (50.0, 1, 2)
+    assert healing_1d(run("globex", *old, NOW - timedelta(hours=3), kind="heal")) == (50.0, 1, 2)
+    assert healing_1d(run("acme", *old, NOW - timedelta(hours=6), kind="heal")) == (50.0, 1, 2)
+    # Two later runs that together cover the range (the daily lookback needs no repair tag) close it.
+    second_half = run("acme", old[0] + timedelta(days=3), old[1], NOW - timedelta(hours=3))
+    assert healing_1d(first_half, second_half) == (100.0, 2, 2)
     # Nothing to count is no value, neither met nor missed.
     assert run_rates([], now_utc=NOW)[0].value is None
 
@@ -419,3 +453,17 @@ def test_no_day_before_a_clients_start_date_is_expected(migrated_warehouse_url):
         assert (rates[("completeness", 30)].good, rates[("completeness", 30)].total) == (10, 5 + 30)
     finally:
         wh.dispose()
+
+
+def test_freshness_counts_only_days_due_after_the_clients_first_run():
+    """Warsaw's deadline is 09:00 local (08:00 UTC): a first run ending 11-15 07:00 UTC makes 11-14 (due 11-15 08:00)
+    its first countable day; one ending at 09:00 UTC is too late for 11-14, so 11-15 is. A client without runs has
+    none, and the freshness rate counts only the countable days."""
+    warsaw = Client("acme", "Acme", "act_1", "EUR", "Europe/Warsaw")
+    clients = {"acme": warsaw}
+    hours = {"acme": 9}
+    early = run("acme", date(2026, 11, 14), date(2026, 11, 14), at(date(2026, 11, 15), 7))
+    late = run("acme", date(2026, 11, 14), date(2026, 11, 14), at(date(2026, 11, 15), 9))
+    assert first_countable_days([late, early], clients, deadline_hours=hours) == {"acme": date(2026, 11, 14)}
+    assert first_countable_days([late], clients, deadline_hours=hours) == {"acme": date(2026, 11, 15)}
+    assert first_countable_days([], clients, deadline_hours=hours) == {}
