@@ -406,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser(
-        "ui", help="start the Dagster UI and daemon on the same instance the quickstart wrote to"
+        "ui",
+        help="run the Dagster UI with the production code server and daemon on the instance the quickstart wrote "
+        "to, until Ctrl-C",
     )
     p.add_argument("--host", default="127.0.0.1", help="address the UI listens on (default: 127.0.0.1)")
     p.add_argument(
@@ -579,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_dagster_warnings() -> None:
     """Beta/preview notices about APIs we chose deliberately are noise on a terminal (the processes of `ui` and
     `serve` ignore them too)."""
-    from kpi_platform.runtime.code_server import quiet_beta_warnings
+    from kpi_platform.runtime.console import quiet_beta_warnings
 
     quiet_beta_warnings()
 

@@ -27,18 +27,6 @@ ENTRY_MODULE = "kpi_platform.runtime.code_server"
 PRELOAD_MODULE = "kpi_platform.runtime.run_worker_preload"
 
 
-def quiet_beta_warnings() -> None:
-    """Ignore Dagster's BetaWarning and PreviewWarning in this process: notices about APIs this code location uses
-    deliberately (`backfill_policy`, `MultiPartitionMapping`, ...), printed by every process that loads it, a wall of
-    them at each start. Dagster has no setting for them; every other warning, and every error, still shows."""
-    import warnings
-
-    from dagster import BetaWarning, PreviewWarning
-
-    warnings.filterwarnings("ignore", category=BetaWarning)
-    warnings.filterwarnings("ignore", category=PreviewWarning)
-
-
 def _use_forkserver(preload: Sequence[str] = (PRELOAD_MODULE,)) -> multiprocessing.context.BaseContext:
     """Make `DagsterApiServer` start run workers from a fork server that has imported `preload`.
 
@@ -80,9 +68,9 @@ def served_modules(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from kpi_platform.runtime import dagster_private
+    from kpi_platform.runtime import console, dagster_private
 
-    quiet_beta_warnings()
+    console.quiet_beta_warnings()
     dagster_private.check_dagster()
     cli = dagster_private.dagster_cli()
     args = list(sys.argv[1:] if argv is None else argv)

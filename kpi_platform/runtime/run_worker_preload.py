@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dagster_postgres  # noqa: F401
 
-from kpi_platform.runtime.code_server import quiet_beta_warnings
+from kpi_platform.runtime.console import quiet_beta_warnings
 
 # Before the code location loads: the fork server is a fresh interpreter, the code server's filters are not its own.
 quiet_beta_warnings()

@@ -83,34 +83,3 @@ def test_the_deployment_starts_the_code_server_through_this_module():
     assert spec.argv[:5] == (sys.executable, "-m", ENTRY_MODULE, "code-server", "start")
     assert served_modules(spec.argv[3:]) == ["kpi_platform.definitions"]
     assert PRELOAD_MODULE == "kpi_platform.runtime.run_worker_preload"
-
-
-def test_the_run_workers_fork_server_loads_the_code_location_without_beta_warnings():
-    """The fork server imports the code location before any run: its BetaWarnings (one per `backfill_policy`,
-    `MultiPartitionMapping`, ...) would print at every start of `kpi-platform ui` and `serve`; other warnings
-    still print."""
-    shown = run_in_fresh_python(
-        """
-        import json, warnings
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            import kpi_platform.runtime.run_worker_preload
-            warnings.warn("still shown", UserWarning)
-        print(json.dumps([f"{w.category.__name__}: {w.message}" for w in caught]))
-        """
-    )
-    assert shown == ["UserWarning: still shown"]
-
-
-def test_without_the_filter_the_code_location_warns():
-    """The test above is not vacuous: loading the code location alone raises BetaWarnings."""
-    shown = run_in_fresh_python(
-        """
-        import json, warnings
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            import kpi_platform.definitions
-        print(json.dumps(sorted({w.category.__name__ for w in caught})))
-        """
-    )
-    assert "BetaWarning" in shown  # type: ignore[operator]
