@@ -225,8 +225,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="production: deploy/dagster.yaml on PostgreSQL, the simulator over HTTP; embedded: what "
         "`kpi-platform ui` runs on the quickstart's instance (SQLite, in-process simulator)",
     )
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--clients", type=int, default=50, help="clients to backfill (default: 50)")
+    parser.add_argument("--days", type=int, default=365, help="days ending yesterday (default: 365)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="measure this many times; print median and worst"
     )
