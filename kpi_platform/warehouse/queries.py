@@ -649,9 +649,10 @@ def _window_conversions(
     """
     if frame.empty:
         return {}
-    in_range = frame[list(settings.CONVERSION_COUNT_COLUMNS)].astype("float64").sum(axis=1)
-    totals = in_range.groupby(frame["client_id"]).sum()
-    window = {str(client_id): float(value) for client_id, value in totals.items()}
+    in_range = sum(frame[name].to_numpy(dtype="float64") for name in settings.CONVERSION_COUNT_COLUMNS)
+    codes, client_ids = pd.factorize(frame["client_id"])
+    totals = np.bincount(codes, weights=in_range, minlength=len(client_ids))
+    window = {str(client_id): float(value) for client_id, value in zip(client_ids, totals, strict=True)}
     unknown = sorted(client_id for client_id, value in window.items() if value <= 0)
     if not unknown:
         return window
