@@ -55,9 +55,6 @@ READER_TABLE_PRIVILEGES: frozenset[str] = frozenset({SELECT})
 #: Tables created by later migrations (as the owner) start with these; `ensure_roles` then applies the policy.
 #: Append-only by default, so a new table is never open to UPDATE or DELETE before the policy says so.
 WRITER_DEFAULT_TABLE_PRIVILEGES: frozenset[str] = frozenset({SELECT, INSERT})
-#: Argument types of the correction function (migration 0007): GRANT and ALTER name a function by them.
-CORRECT_FUNCTION_ARGS = "date, varchar, varchar, numeric, json, timestamptz, text"
-CORRECT_FUNCTION_SIGNATURE = f"{schema.CORRECT_DAILY_METRIC_FUNCTION}({CORRECT_FUNCTION_ARGS})"
 #: Serialises concurrent `ensure_roles` calls on one database (next to the store's lock keys).
 PG_ROLES_LOCK_KEY = 7_390_004
 _ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -364,7 +361,8 @@ def _owned_sequences(conn: sa.Connection, *, schema_name: str, table: str) -> li
 
 def _function_signature(conn: sa.Connection, *, schema_name: str) -> str | None:
     """The correction function as GRANT and ALTER name it, with the argument types of the revision the
-    warehouse is at (`CORRECT_FUNCTION_ARGS` at head; double precision values before 0007); None before 0004."""
+    warehouse is at, read from the catalogue (numeric values at head, double precision before 0007); None before
+    0004."""
     found = conn.execute(
         sa.text(
             "SELECT pg_get_function_identity_arguments(p.oid) FROM pg_proc p "

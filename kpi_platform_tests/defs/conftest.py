@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import dagster as dg
 import pytest
 
 from kpi_platform_tests.support.platform import Platform, make_platform
@@ -38,3 +39,10 @@ def platform_any(request, tmp_path, monkeypatch, dagster_instance_template) -> I
         return
     with temp_database(template=request.getfixturevalue("pg_template")) as url:
         yield from make_platform(tmp_path, monkeypatch, url, instance_template=dagster_instance_template)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral Dagster instance of its own, for tests of run history that need no code location."""
+    with dg.instance_for_test() as instance:
+        yield instance

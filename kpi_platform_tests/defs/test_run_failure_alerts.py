@@ -16,20 +16,11 @@ from kpi_platform.defs.run_history import WILL_RETRY_TAG, step_failure
 from kpi_platform.operations.plans import CollectionRequest
 from kpi_platform.warehouse import schema
 from kpi_platform_tests.support.alert_sensors import texts
+from kpi_platform_tests.support.dagster_instance import noop_job
 from kpi_platform_tests.support.sinks import slack_sink
 
 DAY = date(2026, 11, 30)
 TAGS = CollectionRequest("acme", DAY, DAY, run_key="", reason="test").tags()
-
-
-@dg.op
-def _noop() -> None:
-    pass
-
-
-@dg.job
-def _job() -> None:
-    _noop()
 
 
 @dg.op
@@ -62,7 +53,7 @@ def tick(platform, run_id: str) -> None:
 def killed_run(platform, *, will_retry: str) -> str:
     """A collection run of acme whose worker the code server saw die of SIGKILL, tagged as Dagster tags a failed
     run its run retries will (or will not) re-run."""
-    run = platform.instance.create_run_for_job(_job, tags={**TAGS, WILL_RETRY_TAG: will_retry})
+    run = platform.instance.create_run_for_job(noop_job, tags={**TAGS, WILL_RETRY_TAG: will_retry})
     message = get_run_crash_explanation(prefix=f"Run execution process for {run.run_id}", exit_code=-9)
     platform.instance.report_engine_event(message, run)
     platform.instance.report_run_failed(run)

@@ -4,11 +4,9 @@ success rates read them, and a schedule's state and ticks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
-import pytest
 from dagster._utils import (
     get_run_crash_explanation,  # PRIVATE: the code server's own wording for a dead worker
 )
@@ -23,28 +21,13 @@ from kpi_platform.defs.run_history import (
 )
 from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import NON_TRANSIENT_BASE_COOLDOWN_S, FailureMemory, record_failures
-
-
-@dg.op
-def _noop() -> None:
-    pass
-
-
-@dg.job
-def _job() -> None:
-    _noop()
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
+from kpi_platform_tests.support.dagster_instance import noop_job
 
 
 def died_run(instance: dg.DagsterInstance, exit_code: int) -> str:
     """A run failed the way the code server fails one whose worker process exited with `exit_code` (negative:
     killed by that signal): its engine event, then the run failure."""
-    run = instance.create_run_for_job(_job)
+    run = instance.create_run_for_job(noop_job)
     message = get_run_crash_explanation(prefix=f"Run execution process for {run.run_id}", exit_code=exit_code)
     instance.report_engine_event(message, run)
     instance.report_run_failed(run)
@@ -71,7 +54,7 @@ def test_a_worker_that_exited_with_an_error_code_is_named(instance):
 
 
 def test_a_run_failed_from_outside_without_a_dead_worker_keeps_the_generic_reason(instance):
-    run = instance.create_run_for_job(_job)
+    run = instance.create_run_for_job(noop_job)
     instance.report_engine_event("Started process for run (pid: 4242).", run)
     instance.report_run_failed(run, "Run timed out due to taking longer than 180 seconds to start.")
     assert worker_death(instance, run.run_id) is None

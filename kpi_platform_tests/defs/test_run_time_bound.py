@@ -4,15 +4,14 @@ exceeding it is named so in the healer's and the alert's reason (the daemon end 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
-import pytest
 
 from kpi_platform.defs.run_history import failure_reason, max_runtime_exceeded, step_failure
 from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import MAX_RUNTIME_TAG, CollectionRequest, max_runtime_seconds
+from kpi_platform_tests.support.dagster_instance import noop_job
 
 OCT_1, OCT_3 = date(2026, 10, 1), date(2026, 10, 3)
 
@@ -56,24 +55,8 @@ def test_a_requested_runs_bound_is_left_as_it_is(platform):
     assert run_tags(platform, result)[MAX_RUNTIME_TAG] == "77"
 
 
-@dg.op
-def _noop() -> None:
-    pass
-
-
-@dg.job
-def _job() -> None:
-    _noop()
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as instance:
-        yield instance
-
-
 def test_a_run_ended_for_its_bound_is_named_and_non_transient(instance):
-    run = instance.create_run_for_job(_job, tags={MAX_RUNTIME_TAG: "1860"})
+    run = instance.create_run_for_job(noop_job, tags={MAX_RUNTIME_TAG: "1860"})
     # What the monitoring daemon records for a run past its bound (Dagster 1.13's check_run_timeout).
     instance.report_run_canceling(run, message="Canceling due to exceeding maximum runtime of 1860 seconds.")
     instance.report_run_failed(run, "Exceeded maximum runtime of 1860 seconds.")
@@ -88,7 +71,7 @@ def test_a_run_ended_for_its_bound_is_named_and_non_transient(instance):
 
 
 def test_a_run_canceled_by_hand_is_not_taken_for_a_timeout(instance):
-    run = instance.create_run_for_job(_job)
+    run = instance.create_run_for_job(noop_job)
     instance.report_run_canceling(run)
     instance.report_run_canceled(run)
     assert max_runtime_exceeded(instance, run.run_id) is None

@@ -33,3 +33,14 @@ def instance_from_template(template: Path | None, directory: Path) -> Iterator[d
     shutil.copytree(template, directory)
     with dg.instance_for_test(temp_dir=str(directory)) as instance:
         yield instance
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job
+def noop_job() -> None:
+    """A job of one op that does nothing: runs created for it stand for any run in run-history tests."""
+    _noop()
