@@ -42,7 +42,7 @@ from kpi_platform.defs.collection import CLIENT_DAILY_KPIS, CONTRACT_CHECK
 from kpi_platform.defs.quality_checks import KPI_WAREHOUSE
 from kpi_platform.keys import RANGE_END_TAG, RANGE_START_TAG
 from kpi_platform.operations import check_catalogue
-from kpi_platform.operations.plans import CollectionRequest
+from kpi_platform.operations.plans import CollectionRequest, healing_window
 from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform_tests.support.client_lock import hold_client_lock, sessions_waiting_for_client_lock
 from kpi_platform_tests.support.e2e_defs import E2E_DAYS, E2E_HEALING_INTERVAL_S
@@ -174,8 +174,12 @@ def test_ui_backfill_and_gap_healing_on_the_production_processes(production: Pro
     warehouse.migrate()
     clients = load_clients(Path(production.env[settings.ENV_CLIENTS_FILE]))
     sync_clients(instance=instance, clients=clients, warehouse=warehouse)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    days = [(yesterday - timedelta(days=i)).isoformat() for i in reversed(range(E2E_DAYS))]
+    # The healer's own window (judged in the clients' timezone and collection hour), not UTC's yesterday: at
+    # 00:15 UTC the last due day in Warsaw can still be the day before, and a window ending at UTC's yesterday
+    # would leave the healer's oldest day for it to collect beside the backfill.
+    start, end = healing_window(clients[0], datetime.now(UTC), E2E_DAYS)
+    days = [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
+    assert len(days) == E2E_DAYS
     keys = [f"{client_id}|{day}" for client_id in CLIENT_IDS for day in days]
 
     stack = LocalStack(
