@@ -12,15 +12,27 @@ temporary SQLite file or a temporary PostgreSQL database (dropped at the end).
     .venv/bin/python benchmarks/backfill.py --workers 1          # one process, the clients one after another
 
 Targets: ≥ 50,000 campaign rows/s written on PostgreSQL (campaign rows over the seconds spent inside
-`Warehouse.replace_client_range`, frame checks included), and 50 clients × 365 days collected in under 30 s wall
-(scaled by client-days for other sizes). `--workers N` collects the clients in N processes at once, as concurrent
-Dagster runs would; its wall clock starts once the workers are up (imports done, warehouse engine built).
+`Warehouse.replace_client_range`, frame checks included), and 50 clients × 365 days collected in under 30 s
+wall (scaled by client-days for other sizes). A target is reported met only when the worst of the repeats meets
+it; the median and the worst are both printed. `--workers N` collects the clients in N processes at once, as
+concurrent Dagster runs would; the wall clock includes starting the workers (spawn, imports, engine, Meta
+client), and the start-up is also printed on its own.
+
+The machine's limit for the write: on PostgreSQL each repeat then reloads the very rows it wrote with a bare
+`COPY` (psycopg2 `copy_expert` from in-memory CSV, no checks, one transaction per client, one connection) into
+the same tables after truncating them, with the campaign rows only and with the campaign and client-day rows
+(the faster of two loads each), and prints the project's write rate as a ratio of each: without the contract
+validation (the seconds inside `replace_client_range`, which receives frames already validated) and with it
+(adding the seconds of the default validator, `collect.validate_contract`, timed around the very calls
+`collect_range` makes).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
+import io
 import multiprocessing
 import os
 import pstats
@@ -32,19 +44,19 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from psycopg2 import sql
 
 from kpi_platform import settings, simulator
 from kpi_platform.clients import Client
-from kpi_platform.collect import CollectionResult, collect_range
+from kpi_platform.collect import CollectionResult, collect_range, validate_contract
 from kpi_platform.defs.resources import SIMULATOR_TOKEN, MetaApiResource
 from kpi_platform.meta.breaker import BreakerGuard
 from kpi_platform.meta.client import MetaInsightsClient
-from kpi_platform.warehouse import Warehouse
+from kpi_platform.warehouse import Warehouse, schema
 from kpi_platform.warehouse.store import WriteStats
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -69,24 +81,50 @@ class SleepMeter:
         time.sleep(seconds)
 
 
-@dataclass(frozen=True)
+class ValidationMeter:
+    """The default contract validator (`validate_contract`), adding up the seconds of its calls."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __call__(self, *args: object) -> None:
+        started = time.perf_counter()
+        try:
+            validate_contract(*args)  # type: ignore[arg-type]
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+@dataclasses.dataclass(frozen=True)
 class ClientRun:
     """One client's collect_range: its result and where its seconds went."""
 
     result: CollectionResult
     call_s: float
     write_call_s: float
+    validate_s: float
     sleep_s: float
     cpu_s: float
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
+class CopyLimit:
+    """Seconds of a bare COPY of the same rows (one transaction per client): campaign rows only, and campaign
+    plus client-day rows; the faster of two loads each."""
+
+    campaign_s: float
+    campaign_and_day_s: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Repeat:
     """One full backfill of every client on one backend."""
 
     wall_s: float
+    startup_s: float
     workers: int
     runs: tuple[ClientRun, ...]
+    copy: CopyLimit | None = None
 
     @property
     def campaign_rows(self) -> int:
@@ -114,6 +152,11 @@ class Repeat:
         return sum(r.write_call_s for r in self.runs)
 
     @property
+    def validate_s(self) -> float:
+        """Seconds inside the default contract validator."""
+        return sum(r.validate_s for r in self.runs)
+
+    @property
     def transaction_s(self) -> float:
         return sum(r.result.write_seconds for r in self.runs)
 
@@ -135,6 +178,12 @@ class Repeat:
     def write_rows_per_s(self) -> float:
         """Campaign rows over the seconds inside `replace_client_range` (day rows are written too, uncounted)."""
         return self.campaign_rows / self.write_s if self.write_s else float("inf")
+
+    @property
+    def validated_write_rows_per_s(self) -> float:
+        """Campaign rows over the seconds of the contract validation and of `replace_client_range`."""
+        seconds = self.validate_s + self.write_s
+        return self.campaign_rows / seconds if seconds else float("inf")
 
     @property
     def transaction_rows_per_s(self) -> float:
@@ -233,6 +282,7 @@ def collect_client(
     *, warehouse: Warehouse, meta: object, meter: SleepMeter, client: Client, start: date, end: date
 ) -> ClientRun:
     writes = WriteMeter(warehouse)
+    validation = ValidationMeter()
     slept, cpu, started = meter.seconds, time.process_time(), time.perf_counter()
     result = collect_range(
         client=client,
@@ -241,11 +291,13 @@ def collect_client(
         meta=meta,  # type: ignore[arg-type]
         warehouse=writes,  # type: ignore[arg-type]
         run_id="benchmark",
+        validate=validation,
     )
     return ClientRun(
         result=result,
         call_s=time.perf_counter() - started,
         write_call_s=writes.seconds,
+        validate_s=validation.seconds,
         sleep_s=meter.seconds - slept,
         cpu_s=time.process_time() - cpu,
     )
@@ -275,7 +327,7 @@ def backfill(
                     warehouse=warehouse, meta=meta, meter=meter, client=client, start=start, end=end
                 )
             )
-    return Repeat(wall_s=time.perf_counter() - started, workers=1, runs=tuple(runs))
+    return Repeat(wall_s=time.perf_counter() - started, startup_s=0.0, workers=1, runs=tuple(runs))
 
 
 # --- Process pool: one client per task, each worker with its own engine and Meta client ------------------------
@@ -310,20 +362,73 @@ def backfill_in_pool(
     *, warehouse: Warehouse, clients: Sequence[Client], start: date, end: date, workers: int
 ) -> Repeat:
     url = warehouse.engine.url.render_as_string(hide_password=False)
+    # The clock runs from before the pool exists: a run process pays its start-up too.
+    started = time.perf_counter()
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_start_worker,
         initargs=(url, tuple(clients)),
     ) as pool:
-        # Every worker up (imports, engine, Meta client) before the clock starts.
+        # Start-up, timed on its own: every worker up (imports, engine, Meta client) before the first client.
         pids = set()
         while len(pids) < workers:
             pids |= set(pool.map(_ready, range(workers * 4)))
-        started = time.perf_counter()
+        startup = time.perf_counter() - started
         runs = list(pool.map(_collect_in_worker, clients, [start] * len(clients), [end] * len(clients)))
-        wall = time.perf_counter() - started
-    return Repeat(wall_s=wall, workers=workers, runs=tuple(runs))
+    wall = time.perf_counter() - started
+    return Repeat(wall_s=wall, startup_s=startup, workers=workers, runs=tuple(runs))
+
+
+# --- The machine's limit: a bare COPY of the same rows ---------------------------------------------------------
+
+
+def dump_rows(cursor: object, table: sa.Table, client_id: str) -> str:
+    """The client's rows of `table` as COPY CSV text, held in memory."""
+    buffer = io.StringIO()
+    statement = sql.SQL("COPY (SELECT * FROM {} WHERE client_id = %s) TO STDOUT WITH (FORMAT csv)")
+    query = cursor.mogrify(statement.format(sql.Identifier(table.name)), (client_id,))  # type: ignore[attr-defined]
+    cursor.copy_expert(query, buffer)  # type: ignore[attr-defined]
+    return buffer.getvalue()
+
+
+def bare_copy(connection: object, tables: Sequence[sa.Table], dumps: Sequence[dict[sa.Table, str]]) -> float:
+    """Truncate `tables`, then load each client's dumps with COPY, one transaction per client; the seconds of the
+    loads (CSV already in memory; no frame checks, no validation)."""
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(t.name) for t in tables)))
+    connection.commit()  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for dump in dumps:
+        for table in tables:
+            statement = sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv)").format(sql.Identifier(table.name))
+            cursor.copy_expert(statement, io.StringIO(dump[table]))
+        connection.commit()  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    cursor.close()
+    return seconds
+
+
+def copy_limit(warehouse: Warehouse, clients: Sequence[Client]) -> CopyLimit:
+    """Reload the rows just written with bare COPYs into the same (truncated) tables, and time the loads."""
+    campaigns, days = schema.campaign_daily_kpis, schema.client_daily_kpis
+    connection = warehouse.engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        dumps = [{t: dump_rows(cursor, t, c.id) for t in (campaigns, days)} for c in clients]
+        cursor.close()
+        connection.commit()
+        # Each load twice, alternating, the faster counting: the first load after the backfill also meets the
+        # server's deferred work from it (checkpoint, autovacuum), which is not the limit being measured.
+        loads = [(bare_copy(connection, [campaigns], dumps), bare_copy(connection, [campaigns, days], dumps))]
+        loads.append(
+            (bare_copy(connection, [campaigns], dumps), bare_copy(connection, [campaigns, days], dumps))
+        )
+        return CopyLimit(
+            campaign_s=min(load[0] for load in loads), campaign_and_day_s=min(load[1] for load in loads)
+        )
+    finally:
+        connection.close()
 
 
 # --- Profile ---------------------------------------------------------------------------------------------------
@@ -383,16 +488,62 @@ def median(repeats: Sequence[Repeat], value: Callable[[Repeat], float]) -> float
     return statistics.median(value(r) for r in repeats)
 
 
+def spread(repeats: Sequence[Repeat], value: Callable[[Repeat], float], *, fmt: str, worst: str) -> str:
+    """Median, worst (`worst`: "min" or "max") and every repeat's value, formatted with `fmt`."""
+    values = [value(r) for r in repeats]
+    bad = min(values) if worst == "min" else max(values)
+    runs = ", ".join(format(v, fmt) for v in values)
+    return f"median {format(statistics.median(values), fmt)}, worst {format(bad, fmt)} (runs: {runs})"
+
+
+def verdict(met: bool) -> str:
+    return "met: the worst run meets it" if met else "missed: the worst run does not meet it"
+
+
+def copy_lines(repeats: Sequence[Repeat]) -> list[str]:
+    """The bare-COPY limit of each repeat and the project's write rate as a ratio of it."""
+    limited = [r for r in repeats if r.copy is not None]
+    if not limited:
+        return []
+
+    def limit_campaign(r: Repeat) -> float:
+        return r.campaign_rows / r.copy.campaign_s  # type: ignore[union-attr]
+
+    def limit_both(r: Repeat) -> float:
+        return r.campaign_rows / r.copy.campaign_and_day_s  # type: ignore[union-attr]
+
+    def ratio(rate: Callable[[Repeat], float], limit: Callable[[Repeat], float]) -> str:
+        return spread(limited, lambda r: rate(r) / limit(r), fmt=".2f", worst="min")
+
+    rates = (
+        ("without validation", lambda r: r.write_rows_per_s),
+        ("with validation   ", lambda r: r.validated_write_rows_per_s),
+    )
+    limits = (("campaign rows only", limit_campaign), ("+ client-day rows ", limit_both))
+    return [
+        "  bare COPY of the same rows (no checks, CSV in memory, one transaction per client, one connection, "
+        "faster of 2 loads):",
+        f"    campaign rows only, campaign rows/s  {spread(limited, limit_campaign, fmt=',.0f', worst='min')}",
+        f"    + client-day rows, campaign rows/s   {spread(limited, limit_both, fmt=',.0f', worst='min')}",
+        "  project's write rate as a ratio of that limit (each repeat against its own COPY):",
+        *(
+            f"    {rate_name} / {limit_name}  {ratio(rate, limit)}"
+            for rate_name, rate in rates
+            for limit_name, limit in limits
+        ),
+    ]
+
+
 def report(*, backend: str, repeats: Sequence[Repeat], clients: int, days: int) -> str:
     wall_limit = TARGET_WALL_S * clients * days / TARGET_CLIENT_DAYS
-    wall = median(repeats, lambda r: r.wall_s)
-    waits = median(repeats, lambda r: r.sleep_s)
-    write_rate = median(repeats, lambda r: r.write_rows_per_s)
+    worst_wall = max(r.wall_s for r in repeats)
+    worst_write = min(r.write_rows_per_s for r in repeats)
     last = repeats[-1]
     workers = f"{last.workers} worker process{'es' if last.workers > 1 else ''}"
     lines = [
-        f"{backend}: {clients} clients × {days} days, {workers}, median of {len(repeats)}",
-        f"  wall time                     {wall:10.2f} s   (runs: {', '.join(f'{r.wall_s:.2f}' for r in repeats)})",
+        f"{backend}: {clients} clients × {days} days, {workers}, {len(repeats)} repeat(s); figures are medians",
+        f"  wall time, start-up included  {spread(repeats, lambda r: r.wall_s, fmt='.2f', worst='max')} s",
+        f"    of which worker start-up    {spread(repeats, lambda r: r.startup_s, fmt='.2f', worst='max')} s",
         f"  campaign rows                 {last.campaign_rows:10,d}",
         f"  client-day rows               {last.day_rows:10,d}",
         f"  api requests                  {last.api_requests:10,d}",
@@ -400,21 +551,26 @@ def report(*, backend: str, repeats: Sequence[Repeat], clients: int, days: int) 
         f"  CPU of the collecting processes {median(repeats, lambda r: r.cpu_s):8.2f} s   (PostgreSQL's not included)",
         f"  inside replace_client_range   {median(repeats, lambda r: r.write_s):10.2f} s   (frame checks + transaction)",
         f"    of which transactions       {median(repeats, lambda r: r.transaction_s):10.2f} s",
-        f"  campaign rows/s written       {write_rate:10,.0f}   (rows / seconds inside replace_client_range)",
+        f"  contract validation           {median(repeats, lambda r: r.validate_s):10.2f} s   (collect.validate_contract)",
+        f"  campaign rows/s written       {spread(repeats, lambda r: r.write_rows_per_s, fmt=',.0f', worst='min')}",
+        "                                (rows / seconds inside replace_client_range: without validation)",
+        f"    with validation             {spread(repeats, lambda r: r.validated_write_rows_per_s, fmt=',.0f', worst='min')}",
         f"    per transaction only        {median(repeats, lambda r: r.transaction_rows_per_s):10,.0f}",
+        *copy_lines(repeats),
         f"  fetch + parse                 {median(repeats, lambda r: r.fetch_parse_s):10.2f} s",
         f"    fetch (HTTP, sim., breakers){median(repeats, lambda r: r.fetch_s):10.2f} s",
-        f"      of which sleeping         {waits:10.2f} s   (async report polls, retry waits)",
+        f"      of which sleeping         {median(repeats, lambda r: r.sleep_s):10.2f} s   (async report polls, retry waits)",
         f"    parse, validate, scores     {median(repeats, lambda r: r.prepare_s):10.2f} s",
-        f"  target wall ≤ {wall_limit:.1f} s           {wall / wall_limit:10.2f} × the limit "
-        f"({'met' if wall <= wall_limit else 'missed'})",
+        f"  target wall ≤ {wall_limit:.1f} s: worst {worst_wall / wall_limit:.2f} × the limit "
+        f"({verdict(worst_wall <= wall_limit)})",
     ]
     if last.workers > 1:
-        lines.insert(-1, "  (seconds other than wall and CPU are summed over the workers)")
+        lines.insert(-1, "  (seconds other than wall, start-up and CPU are summed over the workers)")
     if backend == "postgres":
         lines.append(
-            f"  target ≥ {TARGET_PG_WRITE_ROWS_PER_S:,} rows/s written {write_rate / TARGET_PG_WRITE_ROWS_PER_S:7.2f} × "
-            f"the target ({'met' if write_rate >= TARGET_PG_WRITE_ROWS_PER_S else 'missed'})"
+            f"  target ≥ {TARGET_PG_WRITE_ROWS_PER_S:,} rows/s written: worst "
+            f"{worst_write / TARGET_PG_WRITE_ROWS_PER_S:.2f} × the target "
+            f"({verdict(worst_write >= TARGET_PG_WRITE_ROWS_PER_S)})"
         )
     return "\n".join(lines)
 
@@ -455,11 +611,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             repeats = []
             for _ in range(args.repeat):
                 with temporary_warehouse(backend, workdir) as warehouse:
-                    repeats.append(
-                        backfill(
-                            warehouse=warehouse, clients=clients, start=start, end=end, workers=args.workers
-                        )
+                    repeat = backfill(
+                        warehouse=warehouse, clients=clients, start=start, end=end, workers=args.workers
                     )
+                    if warehouse.is_postgres:
+                        repeat = dataclasses.replace(repeat, copy=copy_limit(warehouse, clients))
+                    repeats.append(repeat)
             print(report(backend=backend, repeats=repeats, clients=args.clients, days=args.days))
     return 0
 

@@ -2,20 +2,25 @@
 
 Creates a temporary database (dropped at the end), migrates it, registers the clients, COPYs one
 client_daily_kpis row per client × day, runs ANALYZE, then times `query_kpis` for every client over the last
-30 days at the daily and the monthly grain and prints median / p95 against the 100 ms target.
+30 days at the daily and the monthly grain in several independent rounds (each its own warm-up runs and timed
+runs). It prints each round's median and p95, then per grain the median of the rounds' medians and the worst
+round's p95. The 100 ms target counts as met only when every round's p95 is under it: one good round, or a good
+median, says nothing about the slow runs a user meets.
 
     .venv/bin/python benchmarks/query_kpis.py
-    .venv/bin/python benchmarks/query_kpis.py --clients 200 --years 1 --repeat 50
+    .venv/bin/python benchmarks/query_kpis.py --clients 200 --years 1 --rounds 3 --repeat 50
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import statistics
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import numpy as np
@@ -114,24 +119,54 @@ def _load(warehouse: Warehouse, clients: list[dict], days: pd.DatetimeIndex) -> 
     return time.perf_counter() - started
 
 
-def _time(fn, repeat: int) -> list[float]:
+def _time(fn, repeat: int) -> tuple[list[float], float]:
+    """One round: WARMUP untimed calls, then `repeat` timed ones. Returns their wall times and this process's
+    mean CPU time per call (ms): the CPU time barely moves with the machine's load, the wall time does."""
     for _ in range(WARMUP):
         fn()
     samples = []
+    cpu_started = time.process_time()
     for _ in range(repeat):
         started = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - started) * 1000)
-    return samples
+    return samples, (time.process_time() - cpu_started) * 1000 / repeat
 
 
-def _report(label: str, samples: list[float], rows: int, gaps: int) -> None:
-    median = statistics.median(samples)
-    p95 = sorted(samples)[max(0, int(round(0.95 * len(samples))) - 1)]
-    print(
-        f"{label:<10} rows={rows:>6} gaps={gaps:>3}  median={median:7.1f} ms  p95={p95:7.1f} ms  "
-        f"min={min(samples):6.1f} ms  median/target={median / TARGET_MS:.2f}  p95/target={p95 / TARGET_MS:.2f}"
-    )
+def _p95(samples: list[float]) -> float:
+    """The nearest-rank 95th percentile: with 20 runs, the second slowest."""
+    return sorted(samples)[max(0, math.ceil(0.95 * len(samples)) - 1)]
+
+
+@dataclass
+class _Grain:
+    """The rounds of one grain: each round's (median, p95, max) in milliseconds."""
+
+    name: str
+    rows: int
+    gaps: int
+    rounds: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def add_round(self, timed: tuple[list[float], float]) -> None:
+        samples, cpu = timed
+        median, p95 = statistics.median(samples), _p95(samples)
+        self.rounds.append((median, p95, max(samples)))
+        print(
+            f"  round {len(self.rounds)} {self.name:<8} median={median:7.1f} ms  p95={p95:7.1f} ms  "
+            f"max={max(samples):7.1f} ms  p95/target={p95 / TARGET_MS:.2f}  client CPU={cpu:5.1f} ms/call",
+            flush=True,
+        )
+
+    def summary(self) -> str:
+        median = statistics.median(m for m, _, _ in self.rounds)
+        worst = max(p for _, p, _ in self.rounds)
+        met = sum(p < TARGET_MS for _, p, _ in self.rounds)
+        verdict = "met" if met == len(self.rounds) else f"NOT met ({len(self.rounds) - met} rounds over)"
+        return (
+            f"{self.name:<8} rows={self.rows:>6} gaps={self.gaps:>3}  median of medians={median:7.1f} ms  "
+            f"worst p95={worst:7.1f} ms  worst p95/target={worst / TARGET_MS:.2f}  "
+            f"p95 < {TARGET_MS:.0f} ms in {met}/{len(self.rounds)} rounds: {verdict}"
+        )
 
 
 def main() -> int:
@@ -141,15 +176,18 @@ def main() -> int:
     parser.add_argument("--admin-url", default=os.environ.get(settings.ENV_TEST_PG_URL, DEFAULT_PG_ADMIN_URL))
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--years", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="independent rounds per grain (default 5)")
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per round (default 20)")
     args = parser.parse_args()
+    if args.rounds < 1 or args.repeat < 1:
+        parser.error("--rounds and --repeat must be at least 1")
 
     admin = sa.make_url(args.admin_url)
-    name = f"kpi_bench_{uuid.uuid4().hex[:10]}"
+    database = f"kpi_bench_{uuid.uuid4().hex[:10]}"
     admin_engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
     with admin_engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    warehouse = Warehouse(admin.set(database=name))
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    warehouse = Warehouse(admin.set(database=database))
     try:
         warehouse.migrate()
         clients = _client_rows(args.clients)
@@ -164,17 +202,31 @@ def main() -> int:
         start = end - timedelta(days=WINDOW_DAYS - 1)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
-            f"query_kpis(all clients, {start}..{end}), {args.repeat} timed runs after {WARMUP} warm-up runs "
+            f"query_kpis(all clients, {start}..{end}), {args.rounds} rounds per grain, each {WARMUP} warm-up "
+            f"runs then {args.repeat} timed runs; the grains alternate round by round "
             f"(load average {load} on {os.cpu_count()} CPUs):"
         )
-        for grain in ("daily", "monthly"):
-            result = query_kpis(warehouse, start=start, end=end, grain=grain)
-            samples = _time(lambda g=grain: query_kpis(warehouse, start=start, end=end, grain=g), args.repeat)
-            _report(grain, samples, len(result.frame), len(result.gaps))
+        grains = []
+        for label in ("daily", "monthly"):
+            result = query_kpis(warehouse, start=start, end=end, grain=label)
+            grains.append(_Grain(label, len(result.frame), len(result.gaps)))
+        for _ in range(args.rounds):
+            for grain in grains:
+                grain.add_round(
+                    _time(
+                        lambda g=grain.name: query_kpis(warehouse, start=start, end=end, grain=g), args.repeat
+                    )
+                )
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(
+            f"Overall (load average {load}); the target is met only if every round's p95 < {TARGET_MS:.0f} ms:"
+        )
+        for grain in grains:
+            print(grain.summary())
     finally:
         warehouse.dispose()
         with admin_engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin_engine.dispose()
     return 0
 

@@ -27,9 +27,9 @@ from kpi_platform.defs.forecasts import kpi_forecasts, kpi_forecasts_job, kpi_fo
 from kpi_platform.defs.health import HEALTH_JOBS, HEALTH_SCHEDULES, build_health_report_asset
 from kpi_platform.defs.monthly import (
     client_monthly_summary,
-    kpi_automation_sensor,
     month_finalizing_schedule,
     monthly_summary_job,
+    monthly_summary_sensor,
 )
 from kpi_platform.defs.quality_checks import (
     checks_after_collection_sensor,
@@ -87,7 +87,7 @@ def build_defs(
         ],
         sensors=[
             clients_sync_sensor,
-            kpi_automation_sensor,
+            monthly_summary_sensor,
             checks_after_collection_sensor,
             gap_healing_sensor,
             *ALERT_SENSORS,

@@ -1,6 +1,6 @@
 """Fixtures every test directory may use: PostgreSQL databases (empty, or copied from a warehouse template migrated
-once per session), warehouse URLs on both backends, an initialised Dagster instance home to copy, and the guard
-against Dagster's current defs-state storage. The helpers behind them live in `kpi_platform_tests.support`.
+once per session), warehouse URLs on both backends, an initialised Dagster instance home to copy, the guard
+against Dagster's current defs-state storage, and DAGSTER_EVENT_BATCH_SIZE unset in every test unless it sets it. The helpers behind them live in `kpi_platform_tests.support`.
 
 Also the markers: every test that uses a PostgreSQL database is marked `postgres` here, so
 `pytest -m "not postgres and not e2e"` runs the unit layer without a server; tests under `e2e/` are marked `e2e`.
@@ -116,3 +116,12 @@ def no_current_defs_state_storage(monkeypatch) -> None:
     from dagster._core.storage.defs_state.base import DefsStateStorage
 
     monkeypatch.setattr(DefsStateStorage, "get", classmethod(lambda cls: None))
+
+
+@pytest.fixture(autouse=True)
+def dagster_event_batch_size_restored(monkeypatch) -> None:
+    """Every test starts without DAGSTER_EVENT_BATCH_SIZE (tests of batching set it), and the environment is restored
+    after it: the CLI's `ensure_dagster_home` sets the variable in os.environ for the embedded default (the
+    quickstart's runs batch their events), which must not carry over into later tests."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "")
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")

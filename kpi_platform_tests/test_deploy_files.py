@@ -201,9 +201,10 @@ def test_both_instances_monitor_runs_alike():
     assert embedded["run_retries"] == production["run_retries"]
 
 
-def test_dagster_reads_the_embedded_instance_so(tmp_path):
+def test_dagster_reads_the_embedded_instance_so(tmp_path, monkeypatch):
     """Dagster itself, on a copy of the embedded default: the MONITORING daemon (which frees the slots) and the
     run-retry daemon run, and it frees slots of ended runs."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # the storage's base_dir
     (tmp_path / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert {"MONITORING", "EVENT_LOG_CONSUMER"} <= set(instance.get_required_daemon_types())

@@ -269,8 +269,8 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
     from kpi_platform.cli.local import ensure_dagster_home
     from kpi_platform.defs import run_history
-    from kpi_platform.defs.health import HEALTH_REPORT, catalogue_check_keys
     from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
+    from kpi_platform.operations.health.instance_checks import HEALTH_REPORT, catalogue_check_keys
     from kpi_platform.warehouse.readiness import WarehouseNotReadyError, open_warehouse
 
     now = datetime.now(UTC)

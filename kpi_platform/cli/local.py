@@ -27,7 +27,13 @@ def ensure_dagster_home() -> Path:
     """Use DAGSTER_HOME if set; otherwise the local data folder, seeded once with the top-level dagster.yaml.
 
     The same folder is what `kpi-platform ui` starts the webserver on, so the UI shows the runs the quickstart made.
+    The deployment's Dagster settings (`supervisor.DAGSTER_TUNING_ENV`) apply unless the environment sets them: the
+    quickstart's runs, and the `dagster` commands the CLI starts, write a range run's events in batches.
     """
+    from kpi_platform.cli.supervisor import DAGSTER_TUNING_ENV
+
+    for name, value in DAGSTER_TUNING_ENV.items():
+        os.environ.setdefault(name, value)
     configured = os.environ.get("DAGSTER_HOME")
     if configured:
         home = Path(configured).resolve()

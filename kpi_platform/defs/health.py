@@ -7,18 +7,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from kpi_platform.defs.resources import WarehouseResource
-from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.health import HealthReport, build_health_report, clients_from_warehouse
 
-HEALTH_REPORT = dg.AssetKey(["platform", "health_report"])
-
-
-def catalogue_check_keys() -> list[dg.AssetCheckKey]:
-    """Every asset check of the platform, from the check catalogue (no Dagster definitions are built)."""
-    return sorted(
-        (dg.AssetCheckKey(dg.AssetKey(list(e.asset)), e.name) for e in check_catalogue.CHECKS),
-        key=lambda k: k.to_user_string(),
-    )
+# Defined beside the checks that read the instance, so `kpi-platform health` has them without this module's
+# resources (and the simulator they import).
+from kpi_platform.operations.health.instance_checks import HEALTH_REPORT as HEALTH_REPORT
+from kpi_platform.operations.health.instance_checks import catalogue_check_keys as catalogue_check_keys
 
 
 def health_metadata(report: HealthReport) -> dict[str, dg.MetadataValue]:

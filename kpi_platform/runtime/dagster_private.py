@@ -2,9 +2,9 @@
 
 Dagster 1.13 leaves a few things this platform needs without a public API: which partitions a backfill not yet
 launched will cover, whether a check record is still only planned, how the code server starts run workers, how
-often the backfill daemon looks for work, how dagster-postgres writes a batch of events, and how each partition of
-a range run gets its own materialization metadata without a cost per partition. Each is imported here
-and nowhere else (the test suite's own instance fixtures aside), so an upgrade has one file to read.
+often the backfill daemon looks for work, how dagster-postgres and the SQLite storage write a batch of events, and
+how each partition of a range run gets its own materialization metadata without a cost per partition. Each is
+imported here and nowhere else (the test suite's own instance fixtures aside), so an upgrade has one file to read.
 
 `check_dagster()` runs when a production process starts (code server, daemon, pooled storage): a Dagster version
 other than `PINNED_DAGSTER_VERSION`, or one of these names missing, stops the process with the name and the
@@ -23,6 +23,9 @@ from typing import Any
 
 import dagster
 
+# PRIVATE in 1.13: the event types Dagster mirrors in the SQLite index shard (what the SQLite storage batches).
+from dagster._core.events import ASSET_EVENTS
+
 # PRIVATE in 1.13: which partitions a not-yet-launched backfill will cover, and the backfill filters.
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
@@ -35,8 +38,23 @@ from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecordStatus,
 )
 
-# PRIVATE in 1.13: the event-log table, for the pooled storage's batched INSERT of planned events.
+# PRIVATE in 1.13: the event-log table, for the pooled and the SQLite storage's batched INSERTs.
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+
+# PRIVATE in 1.13: Dagster's default SQLite storage and its parts (event log, runs, schedules, the folders under
+# base_dir), which the embedded default's batched storage (kpi_platform/runtime/sqlite_storage.py) extends.
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+# PRIVATE in 1.13: the run storage's tables, so the health report reads a month of collection runs by their status,
+# end and tags without deserializing every run's body (`run_history.finished_collection_runs`).
+from dagster._core.storage.runs.schema import RunsTable, RunTagsTable
+from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster._core.storage.sqlite_storage import _event_logs_directory as sqlite_event_logs_directory
+from dagster._core.storage.sqlite_storage import _runs_directory as sqlite_runs_directory
+from dagster._core.storage.sqlite_storage import _schedule_directory as sqlite_schedule_directory
 
 # PRIVATE in 1.13: how a configurable class (the storage) receives its config.
 from dagster._serdes import ConfigurableClassData
@@ -48,22 +66,34 @@ from dagster._utils.schedules import cron_string_iterator
 PINNED_DAGSTER_VERSION = "1.13.27"
 
 __all__ = [
+    "ASSET_EVENTS",
     "AssetCheckExecutionRecord",
     "AssetCheckExecutionRecordStatus",
     "BulkActionStatus",
     "BulkActionsFilter",
     "ConfigurableClassData",
+    "DagsterSqliteStorage",
     "InstigatorStatus",
     "InstigatorType",
     "PINNED_DAGSTER_VERSION",
+    "RunTagsTable",
+    "RunsTable",
+    "SqlRunStorage",
     "SqlEventLogStorageTable",
+    "SqliteEventLogStorage",
+    "SqliteRunStorage",
+    "SqliteScheduleStorage",
     "add_partition_metadata",
     "check_dagster",
+    "check_sqlite_event_batch_hook",
     "cron_string_iterator",
     "daemon_cli",
     "dagster_cli",
     "grpc_server_module",
     "preload_run_worker",
+    "sqlite_event_logs_directory",
+    "sqlite_runs_directory",
+    "sqlite_schedule_directory",
     "backfill_daemon_modules",
 ]
 
@@ -151,6 +181,25 @@ def check_event_batch_hook() -> None:
         )
 
 
+def check_sqlite_event_batch_hook() -> None:
+    """The batched SQLite storage's override: Dagster's SQLite event log still has what `store_event_batch`
+    uses."""
+    for name in (
+        "_event_to_row",
+        "run_connection",
+        "index_transaction",
+        "_store_asset_event_tags",
+        "_store_asset_event",
+        "store_event",
+        "store_event_batch",
+    ):
+        _require(
+            hasattr(SqliteEventLogStorage, name),
+            f"SqliteEventLogStorage.{name} is gone",
+            "remove the `storage` section from dagster.yaml (Dagster's own SQLite storage)",
+        )
+
+
 def _step_context(context: dagster.AssetExecutionContext) -> Any:
     return getattr(context, "_step_execution_context", None)
 
@@ -212,4 +261,5 @@ def check_dagster(*, strict_version: bool = True) -> None:
     check_forkserver_hook()
     check_backfill_interval_hook()
     check_event_batch_hook()
+    check_sqlite_event_batch_hook()
     check_partition_metadata_hook()

@@ -29,6 +29,8 @@ CONVERSION_TRACKING_LEVELS: Final[tuple[str, ...]] = (
     TRACKING_NOT_CONFIGURED,
     NO_DELIVERY,
 )
+_LEVELS: Final = np.array(CONVERSION_TRACKING_LEVELS, dtype=object)
+_LEVEL_CODES: Final = {label: code for code, label in enumerate(CONVERSION_TRACKING_LEVELS)}
 
 
 def classify(
@@ -54,9 +56,11 @@ def classify(
         raise ValueError(
             f"conversion tracking: arguments differ in shape ({period.shape}, {delivered.shape}, {window.shape})"
         )
-    labels = np.select(
+    # Positions in CONVERSION_TRACKING_LEVELS, then the labels by position: choosing among numbers and taking
+    # the shared label objects costs a fraction of choosing among strings and converting each to an object.
+    codes = np.select(
         [period > 0, ~delivered, window > 0],
-        [CONVERTING, NO_DELIVERY, ZERO_CONVERSIONS],
-        default=TRACKING_NOT_CONFIGURED,
+        [_LEVEL_CODES[CONVERTING], _LEVEL_CODES[NO_DELIVERY], _LEVEL_CODES[ZERO_CONVERSIONS]],
+        default=_LEVEL_CODES[TRACKING_NOT_CONFIGURED],
     )
-    return labels.astype(object)
+    return _LEVELS[codes]

@@ -122,3 +122,15 @@ def test_ui_runs_the_production_processes_on_the_embedded_instance(tmp_path, mon
         )
         == []
     )
+
+
+def test_the_embedded_commands_batch_event_writes_unless_told_otherwise(tmp_path, monkeypatch) -> None:
+    """ensure_dagster_home (the quickstart, `ui`, the other commands) applies the deployment's Dagster settings,
+    so the instance's batched SQLite storage gets its batches; a value in the environment wins."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    ensure_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == supervisor.DAGSTER_TUNING_ENV["DAGSTER_EVENT_BATCH_SIZE"]
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
+    ensure_dagster_home()
+    assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"

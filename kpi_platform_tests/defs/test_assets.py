@@ -38,7 +38,7 @@ def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     sensors = {s.name: s for s in defs.sensors}
     assert sensors["clients_sync_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
-    assert sensors["kpi_automation_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensors["monthly_summary_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
     daily = defs.resolve_assets_def(CLIENT_DAILY_KPIS)
     assert daily.backfill_policy == dg.BackfillPolicy.single_run()
     assert daily.partitions_def.get_partition_key_from_str("acme|2026-10-01").keys_by_dimension == {

@@ -4,15 +4,18 @@ success rates read them, and a schedule's state and ticks."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import pytest
 from dagster._utils import (
     get_run_crash_explanation,  # PRIVATE: the code server's own wording for a dead worker
 )
 
 from kpi_platform import settings
 from kpi_platform.defs.run_history import (
+    _finished_collection_runs_from_records,
     cron_ticks,
     failure_reason,
     finished_collection_runs,
@@ -22,6 +25,7 @@ from kpi_platform.defs.run_history import (
 from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import NON_TRANSIENT_BASE_COOLDOWN_S, FailureMemory, record_failures
 from kpi_platform_tests.support.dagster_instance import noop_job
+from kpi_platform_tests.support.postgres import create_temp_database, postgres_storage
 
 
 def died_run(instance: dg.DagsterInstance, exit_code: int) -> str:
@@ -125,3 +129,87 @@ def test_a_schedule_without_stored_state_runs_as_declared(instance):
     after = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     ticks = cron_ticks("5 * * * *", "Europe/Warsaw", after)
     assert [next(ticks) for _ in range(3)] == [after.replace(minute=5, hour=h) for h in (1, 2, 3)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_storage_instance(request) -> Iterator[dg.DagsterInstance]:
+    """The ephemeral SQLite instance, and production's pooled dagster-postgres storage on a database of its own."""
+    if request.param == "sqlite":
+        with dg.instance_for_test() as inst:
+            yield inst
+        return
+    request.getfixturevalue("pg_admin_url")
+    url, drop = create_temp_database("kpi_dagster")
+    config = postgres_storage(url)["postgres"]
+    overrides = {
+        key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": config}
+        for key, cls in (
+            ("run_storage", "PooledPostgresRunStorage"),
+            ("event_log_storage", "PooledPostgresEventLogStorage"),
+            ("schedule_storage", "PooledPostgresScheduleStorage"),
+        )
+    }
+    try:
+        with dg.instance_for_test(overrides=overrides) as inst:
+            yield inst
+    finally:
+        drop()
+
+
+def test_the_column_read_of_collection_runs_matches_the_run_records(any_storage_instance):
+    """The read of status, end and tags (no run body) finds the same runs, kinds, ranges and ends as Dagster's run
+    records, including runs of another job told apart by their asset selection and single-partition runs."""
+    instance = any_storage_instance
+    daily_kpis = dg.AssetKey(["meta_ads", "client_daily_kpis"])
+
+    def stored(client: str, tags: dict[str, str], status: dg.DagsterRunStatus, **run: object) -> None:
+        rng = ClientRange(client, date(2026, 11, 1), date(2026, 11, 19)).tags()
+        fields: dict = {"job_name": "daily_collection_job", **run}
+        instance.add_run(
+            dg.DagsterRun(tags={**rng, settings.CLIENT_TAG: client, **tags}, status=status, **fields)
+        )
+
+    for client in ("acme", "globex"):
+        stored(client, {"kpi/reason": "daily"}, dg.DagsterRunStatus.SUCCESS)
+        stored(client, {"kpi/reason": "heal"}, dg.DagsterRunStatus.FAILURE)
+        stored(client, {"dagster/will_retry": "true"}, dg.DagsterRunStatus.FAILURE)
+        stored(client, {"dagster/backfill": "bkf1"}, dg.DagsterRunStatus.SUCCESS)
+        stored(client, {}, dg.DagsterRunStatus.STARTED)
+    # A UI backfill's run of the asset job, one of another asset, and one run of a single client-day partition.
+    stored(
+        "acme",
+        {"dagster/backfill": "bkf2"},
+        dg.DagsterRunStatus.SUCCESS,
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({daily_kpis}),
+    )
+    stored(
+        "acme",
+        {},
+        dg.DagsterRunStatus.SUCCESS,
+        job_name="__ASSET_JOB",
+        asset_selection=frozenset({dg.AssetKey(["kpi", "client_monthly_summary"])}),
+    )
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="daily_collection_job",
+            tags={"dagster/partition": "initech|2026-11-18", settings.CLIENT_TAG: "initech"},
+            status=dg.DagsterRunStatus.FAILURE,
+        )
+    )
+    arguments = {"job_name": "daily_collection_job", "asset_key": daily_kpis}
+    since = datetime.now(UTC) - timedelta(hours=1)
+    for clients in (["acme", "globex", "initech"], ["globex"]):
+        read = finished_collection_runs(instance, client_ids=clients, since=since, **arguments)
+        expected = _finished_collection_runs_from_records(
+            instance, client_ids=clients, since=since, **arguments
+        )
+        assert read == expected
+    assert len(read) == 3
+    everyone = finished_collection_runs(
+        instance, client_ids=["acme", "globex", "initech"], since=since, **arguments
+    )
+    assert {(r.client_id, r.kind) for r in everyone} >= {("acme", "backfill"), ("initech", "manual")}
+    assert len(everyone) == 8
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert finished_collection_runs(instance, client_ids=["acme"], since=later, **arguments) == []

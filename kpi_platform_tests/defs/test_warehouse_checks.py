@@ -178,3 +178,21 @@ def test_the_checks_follow_new_data_once(platform):
     # A failed collection stores nothing new: no checks run for it either.
     assert not platform.collect("globex", end - timedelta(days=4), end, **BROKEN_API).success
     assert tick(cursor)[0] == []
+
+
+def test_collection_runs_between_two_ticks_make_one_checks_run(platform):
+    """The checks judge the warehouse as a whole: a backfill's many collection runs make one checks run per tick,
+    not one per collection run."""
+    defs = platform.defs()
+    sensor = defs.get_sensor_def("checks_after_collection_sensor")
+    repository = defs.get_repository_def()
+    first = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=platform.instance, repository_def=repository)
+    )
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    runs = [platform.collect(client_id, end - timedelta(days=2), end) for client_id in ("acme", "globex")]
+    assert all(run.success for run in runs)
+    data = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=platform.instance, repository_def=repository, cursor=first.cursor)
+    )
+    assert [r.run_key for r in data.run_requests or []] == [f"after:{runs[-1].run_id}"]

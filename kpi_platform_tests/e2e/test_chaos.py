@@ -127,7 +127,7 @@ ACTIVITY_DAYS = 31
 OVERLAP_DAYS = 20
 #: Sensors that would start runs or raise alerts of their own, unrelated to the faults (the warehouse-wide checks
 #: after each collection, the monthly summaries once a month is complete).
-SENSORS_OFF = ("checks_after_collection_sensor", "kpi_automation_sensor")
+SENSORS_OFF = ("checks_after_collection_sensor", "monthly_summary_sensor")
 FAILURE_SENSOR = "collection_failure_alert_sensor"
 SLACK_PATH = "/slack"
 PARENT_RUN_ID_TAG = "dagster/parent_run_id"

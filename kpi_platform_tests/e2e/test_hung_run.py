@@ -206,7 +206,7 @@ def healer_range(client: Client) -> ClientRange:
     return ClientRange(client.id, start, end)
 
 
-def test_hung_runs_are_ended_by_their_time_bound_and_their_days_heal(tmp_path):
+def test_hung_runs_are_ended_by_their_time_bound_and_their_days_heal(tmp_path, monkeypatch):
     clients_file = tmp_path / "clients.yaml"
     clients_file.write_text(clients_yaml(("acme",)), encoding="utf-8")
     home = tmp_path / "dagster_home"
@@ -233,6 +233,7 @@ def test_hung_runs_are_ended_by_their_time_bound_and_their_days_heal(tmp_path):
 
     warehouse = Warehouse(warehouse_url)
     warehouse.migrate()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml's storage lives in $DAGSTER_HOME
     instance = dg.DagsterInstance.from_config(str(home))
     (acme,) = load_clients(clients_file)
     sync_clients(instance=instance, clients=[acme], warehouse=warehouse)

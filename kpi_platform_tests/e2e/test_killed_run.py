@@ -230,6 +230,7 @@ def profile(request, tmp_path, monkeypatch) -> Iterator[Profile]:
         if request.param == "sqlite":
             home.mkdir(parents=True)
             write_instance_yaml(home, PROJECT_ROOT / "dagster.yaml")
+            monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml's storage lives in $DAGSTER_HOME
             warehouse_url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
             env[settings.ENV_WAREHOUSE_URL] = warehouse_url
 

@@ -254,6 +254,18 @@ def check_daemon(ctx: HealthContext) -> Finding:
 
 #: The daily asset, whose runs are the collection runs.
 DAILY_KPIS = dg.AssetKey(list(check_catalogue.DAILY_KPIS_ASSET))
+#: The health report asset (`defs/health.py`), whose recorded scores the watchdog's score alert reads.
+HEALTH_REPORT = dg.AssetKey(["platform", "health_report"])
+
+
+def catalogue_check_keys() -> list[dg.AssetCheckKey]:
+    """Every asset check of the platform, from the check catalogue (no Dagster definitions are built)."""
+    return sorted(
+        (dg.AssetCheckKey(dg.AssetKey(list(e.asset)), e.name) for e in check_catalogue.CHECKS),
+        key=lambda k: k.to_user_string(),
+    )
+
+
 #: Failed collections are listed over this span before the report.
 FAILED_COLLECTIONS_SPAN = timedelta(hours=24)
 #: Ticks of the daily schedule looked at for the next one that collects someone (hourly ticks: two days).

@@ -51,6 +51,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -172,9 +173,11 @@ def run_rates(runs: Iterable[CollectionRun], *, now_utc: datetime) -> list[Rate]
     covered = _covered_later(finished)
     rates: list[Rate] = []
     for name, repairs in (("collection_success", False), ("backfill_healing_success", True)):
+        # One pass per kind, then each window over its runs only: a month of runs is tens of thousands.
+        of_kind = [r for r in finished if r.repairs == repairs and r.ended_at <= now_utc]
         for days in WINDOWS:
             since = now_utc - timedelta(days=days)
-            counted = [r for r in finished if r.repairs == repairs and since < r.ended_at <= now_utc]
+            counted = [r for r in of_kind if since < r.ended_at]
             good = sum(r.succeeded or (repairs and r.run_id in covered) for r in counted)
             rates.append(Rate(name, days, _share(good, len(counted)), good, len(counted)))
     return rates
@@ -201,7 +204,14 @@ def _covered_later(runs: Sequence[CollectionRun]) -> set[str]:
 
 def deadline_of(client: Client, day: date, *, deadline_hour: int) -> datetime:
     """When `day` falls due for `client` (UTC): its deadline hour, local time, on the next day."""
-    local = datetime.combine(day + timedelta(days=1), time(deadline_hour), tzinfo=ZoneInfo(client.timezone))
+    return _deadline(client.timezone, day, deadline_hour)
+
+
+@lru_cache(maxsize=65536)
+def _deadline(timezone: str, day: date, deadline_hour: int) -> datetime:
+    # Clients share timezones and deadline hours: a month of runs of a thousand clients asks for a few hundred
+    # distinct deadlines, tens of thousands of times.
+    local = datetime.combine(day + timedelta(days=1), time(deadline_hour), tzinfo=ZoneInfo(timezone))
     return local.astimezone(UTC)
 
 
@@ -212,12 +222,14 @@ def fresh_days(
     ended at most `FRESH_MAX_AGE` before the day's deadline. A deadline comes once a day, so a run can make at
     most one day fresh: the one whose deadline is the first at or after the run's end."""
     fresh: set[tuple[str, date]] = set()
+    zones: dict[str, ZoneInfo] = {}
     for run in runs:
         client = clients.get(run.client_id)
         if not run.succeeded or client is None:
             continue
         hour = deadline_hours[client.id]
-        local_end = run.ended_at.astimezone(ZoneInfo(client.timezone))
+        zone = zones.get(client.timezone) or zones.setdefault(client.timezone, ZoneInfo(client.timezone))
+        local_end = run.ended_at.astimezone(zone)
         # The deadline on the local day of the run's end is for the day before it.
         day = local_end.date() - timedelta(days=1)
         if deadline_of(client, day, deadline_hour=hour) < run.ended_at:

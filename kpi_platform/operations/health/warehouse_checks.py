@@ -3,16 +3,18 @@ client's last collection, circuit breakers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.quality import rules
 from kpi_platform.quality.history import read_histories
 from kpi_platform.warehouse import Warehouse, as_utc, schema
+from kpi_platform.warehouse.frames import typed_frame
 
 if TYPE_CHECKING:
     pass
@@ -177,20 +179,51 @@ def check_missing_days(ctx: HealthContext) -> Finding:
     )
 
 
+#: The client_daily_kpis columns `rules.split_days` reads, typed as `Warehouse.read_client_days` types them.
+_SPLIT_DAY_COLUMNS = sa.Table(
+    schema.client_daily_kpis.name,
+    sa.MetaData(),
+    *(
+        sa.Column(c.name, c.type, nullable=c.nullable)
+        for c in schema.client_daily_kpis.columns
+        if c.name in ("client_id", "kpi_date", "spend", *settings.CONVERSION_COUNT_COLUMNS)
+    ),
+)
+
+
+def read_split_day_rows(warehouse: Warehouse, windows: Mapping[str, tuple[date, date]]) -> pd.DataFrame:
+    """The client_daily_kpis rows of each client's window (first, last day), only the columns the split-day rule
+    reads, by client and day. The windows are filtered in the query, one condition per distinct window (clients
+    of one due day share theirs), so no row outside them is sent."""
+    table = schema.client_daily_kpis
+    by_window: dict[tuple[date, date], list[str]] = {}
+    for client_id, window in windows.items():
+        by_window.setdefault(window, []).append(client_id)
+    query = (
+        sa.select(*(table.c[name] for name in _SPLIT_DAY_COLUMNS.columns.keys()))
+        .where(
+            sa.or_(
+                sa.false(),
+                *(
+                    sa.and_(table.c.client_id.in_(sorted(ids)), table.c.kpi_date.between(first, last))
+                    for (first, last), ids in sorted(by_window.items())
+                ),
+            )
+        )
+        .order_by(table.c.client_id, table.c.kpi_date)
+    )
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return typed_frame(rows, _SPLIT_DAY_COLUMNS)
+
+
 def check_split_days(ctx: HealthContext) -> Finding:
     """Client-days of the last 30 due days where spend and conversions disagree (`rules.split_days`): the old
     system's silent failure. Any split day is degraded: wrong numbers are stored, collection still works."""
     long = max(MISSING_DAY_WINDOWS)
     if not ctx.clients:
         return Finding(HealthStatus.HEALTHY, 100.0, "no active clients", metrics={"split_days": 0})
-    start, end = ctx.span()
-    days = ctx.warehouse.read_client_days(start=start, end=end)
-    bounds = {c.id: ctx.window(c, long) for c in ctx.clients}
-    keep = [
-        cid in bounds and bounds[cid][0] <= day <= bounds[cid][1]
-        for cid, day in zip(days["client_id"], days["kpi_date"], strict=True)
-    ]
-    days = days[keep].reset_index(drop=True)
+    days = read_split_day_rows(ctx.warehouse, {c.id: ctx.window(c, long) for c in ctx.clients})
     result = rules.split_days(days)
     n_split = result.spend_without_conversions + result.conversions_without_spend
     by_client: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from dagster._core.execution.backfill import (  # PRIVATE: no public way to add one
@@ -611,3 +612,27 @@ def test_each_client_is_due_by_its_own_freshness_deadline():
         warehouse=None, instance=None, clients=[early, late], now_utc=noon_warsaw, deadline_hour=9
     )
     assert forced.due_day(late).isoformat() == "2026-11-09"
+
+
+@pytest.mark.parametrize("platform", ["sqlite", "postgresql"], indirect=True)
+def test_split_days_read_only_each_clients_window_with_the_warehouse_types(collected):
+    """The split-day check's narrow read: the rows of each client's own window, in client and day order, with the
+    columns the rule reads typed as `read_client_days` types them."""
+    from kpi_platform.operations.health.warehouse_checks import read_split_day_rows
+
+    warehouse = collected.warehouse
+    windows = {
+        "acme": (TODAY - timedelta(days=30), TODAY - timedelta(days=2)),
+        "globex": (TODAY - timedelta(days=10), YESTERDAY),
+    }
+    read = read_split_day_rows(warehouse, windows)
+    every = warehouse.read_client_days(start=TODAY - timedelta(days=40), end=TODAY)
+    inside = [
+        windows[cid][0] <= day <= windows[cid][1]
+        for cid, day in zip(every["client_id"], every["kpi_date"], strict=True)
+    ]
+    expected = every[inside].reset_index(drop=True)[list(read.columns)]
+    assert list(read.columns[:3]) == ["client_id", "kpi_date", "spend"]
+    assert len(read) == 29 + 10
+    pd.testing.assert_frame_equal(read, expected)
+    assert read_split_day_rows(warehouse, {}).empty
