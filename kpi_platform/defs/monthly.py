@@ -263,7 +263,7 @@ def monthly_summary_sensor(context: dg.SensorEvaluationContext):
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily: re-summarises every month still provisional 28 days after it ended, so it is stored "
-    "as final (the automation only re-runs a month when one of its days changes).",
+    "as final (monthly_summary_sensor only re-runs a month when one of its days changes).",
 )
 def month_finalizing_schedule(context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource):
     today = context.scheduled_execution_time.date()
