@@ -62,6 +62,13 @@ DAILY_COLLECTION_CRON = "5 * * * *"
 DAILY_COLLECTION_TIMEZONE = "UTC"
 
 
+#: Gap-healing runs queue behind the runs someone asked for (the daily schedule's, a UI backfill's, priority 0):
+#: healing is background repair. When clients are registered and a backfill of them is launched a moment later,
+#: the healer's runs for the same days, requested first, would otherwise hold the run slots the backfill waits for
+#: (29 s before its first run started, in `benchmarks/ui_backfill.py`); queued behind it, they find little left.
+HEAL_RUN_PRIORITY = {"dagster/priority": "-1"}
+
+
 @dataclass(frozen=True)
 class CollectionRequest:
     """One run: one client, one contiguous inclusive date range."""
@@ -81,6 +88,7 @@ class CollectionRequest:
             settings.CLIENT_TAG: self.client_id,
             "kpi/reason": self.reason,
             **max_runtime_tags(rng.days),
+            **(HEAL_RUN_PRIORITY if self.reason == "heal" else {}),
         }
 
 

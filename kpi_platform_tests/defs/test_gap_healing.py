@@ -113,6 +113,8 @@ def test_gaps_are_requested_once_and_in_progress_days_never_twice(platform):
     for request in result.run_requests:
         assert request.tags["kpi/client"] in ("acme", "globex")
         assert request.tags["kpi/reason"] == "heal"
+        # Behind the runs someone asked for (the schedule's and UI backfills', priority 0) in the run queue.
+        assert request.tags["dagster/priority"] == "-1"
 
     # The requested runs are created (as the daemon would): the next tick requests nothing again.
     for request in result.run_requests:
