@@ -48,6 +48,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
+from pg_databases import temporary_database
 from psycopg2 import sql
 
 from kpi_platform import settings, simulator
@@ -262,20 +263,13 @@ def temporary_warehouse(backend: str, workdir: Path) -> Iterator[Warehouse]:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
-    admin_url = sa.make_url(pg_admin_url())
-    name = f"kpi_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    warehouse = Warehouse(admin_url.set(database=name))
-    try:
-        warehouse.migrate()
-        yield warehouse
-    finally:
-        warehouse.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(pg_admin_url(), "kpi_bench") as url:
+        warehouse = Warehouse(url)
+        try:
+            warehouse.migrate()
+            yield warehouse
+        finally:
+            warehouse.dispose()
 
 
 def collect_client(

@@ -41,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -52,6 +51,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 import yaml
+from pg_databases import temporary_database
 
 from kpi_platform import settings
 from kpi_platform.activity import ensure_demo_app_db
@@ -142,21 +142,6 @@ def instance_config(
     if pool_limit is not None:
         config["concurrency"]["pools"]["default_limit"] = pool_limit
     return yaml.safe_dump(config, sort_keys=False)
-
-
-@contextmanager
-def temporary_database(admin_url: str, prefix: str) -> Iterator[str]:
-    admin = sa.make_url(admin_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 def sensor_ticks(stack: LocalStack, sensor_name: str) -> list[dict]:

@@ -25,7 +25,7 @@ from kpi_platform.defs.run_history import (
 from kpi_platform.keys import ClientRange
 from kpi_platform.operations.plans import NON_TRANSIENT_BASE_COOLDOWN_S, FailureMemory, record_failures
 from kpi_platform_tests.support.dagster_instance import noop_job
-from kpi_platform_tests.support.postgres import create_temp_database, postgres_storage
+from kpi_platform_tests.support.postgres import create_temp_database, pooled_storage_overrides
 
 
 def died_run(instance: dg.DagsterInstance, exit_code: int) -> str:
@@ -140,15 +140,7 @@ def any_storage_instance(request) -> Iterator[dg.DagsterInstance]:
         return
     request.getfixturevalue("pg_admin_url")
     url, drop = create_temp_database("kpi_dagster")
-    config = postgres_storage(url)["postgres"]
-    overrides = {
-        key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": config}
-        for key, cls in (
-            ("run_storage", "PooledPostgresRunStorage"),
-            ("event_log_storage", "PooledPostgresEventLogStorage"),
-            ("schedule_storage", "PooledPostgresScheduleStorage"),
-        )
-    }
+    overrides = pooled_storage_overrides(url)
     try:
         with dg.instance_for_test(overrides=overrides) as inst:
             yield inst

@@ -9,7 +9,11 @@ import dagster as dg
 import pytest
 
 from kpi_platform.runtime.pg_storage import PooledPostgresEventLogStorage
-from kpi_platform_tests.support.postgres import create_temp_database, postgres_storage
+from kpi_platform_tests.support.postgres import (
+    create_temp_database,
+    pooled_storage_overrides,
+    postgres_storage,
+)
 
 # Runs on Dagster instances of its own.
 pytestmark = pytest.mark.usefixtures("no_current_defs_state_storage")
@@ -38,14 +42,7 @@ def instance(request, monkeypatch, pg_admin_url) -> Iterator[dg.DagsterInstance]
     storage = postgres_storage(url)
     overrides: dict = {"storage": storage}
     if request.param == "pooled":
-        overrides = {
-            key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": storage["postgres"]}
-            for key, cls in (
-                ("run_storage", "PooledPostgresRunStorage"),
-                ("event_log_storage", "PooledPostgresEventLogStorage"),
-                ("schedule_storage", "PooledPostgresScheduleStorage"),
-            )
-        }
+        overrides = pooled_storage_overrides(url)
     try:
         with dg.instance_for_test(overrides=overrides) as inst:
             assert isinstance(inst.event_log_storage, PooledPostgresEventLogStorage) == (

@@ -103,6 +103,20 @@ def postgres_storage(url: str) -> dict:
     }
 
 
+def pooled_storage_overrides(url: str) -> dict:
+    """Instance overrides putting runs, events and schedules on production's pooled storage classes
+    (`kpi_platform.runtime.pg_storage`) for the database at `url`."""
+    config = postgres_storage(url)["postgres"]
+    return {
+        key: {"module": "kpi_platform.runtime.pg_storage", "class": cls, "config": config}
+        for key, cls in (
+            ("run_storage", "PooledPostgresRunStorage"),
+            ("event_log_storage", "PooledPostgresEventLogStorage"),
+            ("schedule_storage", "PooledPostgresScheduleStorage"),
+        )
+    }
+
+
 @contextmanager
 def temp_database(prefix: str = "kpi_test", *, template: str | None = None) -> Iterator[str]:
     """`create_temp_database` as a context: the URL inside, the database dropped on the way out."""
