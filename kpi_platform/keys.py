@@ -93,16 +93,15 @@ class ClientRange:
     def from_tags(cls, tags: Mapping[str, str]) -> ClientRange | None:
         """The range a run covers, from its range tags or its single `client|date` partition tag; None for a run
         that covers no client-days (another job)."""
+        # Each key parsed once: the health report reads a month of a thousand clients' runs through here.
         start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
-        if start and end:
-            if not (is_client_key(start) and is_client_key(end)):
-                return None
-            (client_id, first), (_, last) = parse_key(start), parse_key(end)
-            return cls(client_id, first, last)
-        key = tags.get(PARTITION_TAG, "")
-        if not is_client_key(key):
+        try:
+            if start and end:
+                (client_id, first), (_, last) = parse_key(start), parse_key(end)
+                return cls(client_id, first, last)
+            client_id, day = parse_key(tags.get(PARTITION_TAG, ""))
+        except InvalidKeyError:
             return None
-        client_id, day = parse_key(key)
         return cls(client_id, day, day)
 
 

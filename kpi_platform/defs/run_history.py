@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
 
 import dagster as dg
 import sqlalchemy as sa
@@ -324,10 +323,14 @@ _COLLECTION_RUN_TAGS = (
 
 def collection_kind_of_tags(tags: Mapping[str, str]) -> str:
     """`collection_kind` from a run's tags alone."""
-    reason = tags.get(REASON_TAG)
+    return _kind(tags.get(REASON_TAG), tags.get(BACKFILL_TAG))
+
+
+def _kind(reason: str | None, backfill: str | None) -> str:
+    """`collection_kind` from the run's `kpi/reason` and `dagster/backfill` tags (None when it has none)."""
     if reason == KIND_HEAL:
         return KIND_HEAL
-    if BACKFILL_TAG in tags:
+    if backfill is not None:
         return KIND_BACKFILL
     return KIND_DAILY if reason == KIND_DAILY else KIND_MANUAL
 
@@ -342,15 +345,17 @@ def finished_collection_runs(
 ) -> list[CollectionRun]:
     """Collection runs of `client_ids` that succeeded or failed after `since`, oldest end first.
 
-    One query, bounded by the `kpi/client` tag (every collection run has it: the schedule's and the healer's from
-    their request, any other from its first step) and the runs' update time. A run counts when it is a run of
-    `job_name` or materializes `asset_key` and covers a client range. A failed run that Dagster's run retries
-    re-run (`will_be_retried`) is left out: its retry is the attempt that counts. A run that failed before its first
-    step and was launched without the client tag (a backfill's) cannot be found this way.
+    Bounded by the runs' update time, and kept when they carry the `kpi/client` tag of one of `client_ids` (every
+    collection run has it: the schedule's and the healer's from their request, any other from its first step). A
+    run counts when it is a run of `job_name` or materializes `asset_key` and covers a client range. A failed run
+    that Dagster's run retries re-run (`will_be_retried`) is left out: its retry is the attempt that counts. A run
+    that failed before its first step and was launched without the client tag (a backfill's) cannot be found this
+    way.
 
-    On a SQL run storage (every storage Dagster ships) the query reads each run's status, end and the few tags
-    judged, and deserializes only the bodies of runs of other jobs (for their asset selection): a month of a
-    thousand clients' daily runs is some 30,000 runs, and deserializing each body took seconds.
+    On a SQL run storage (every storage Dagster ships) one query returns one row per run with its status, end and
+    the few tags judged, pivoted on the server, and only the bodies of runs of other jobs are deserialized (for
+    their asset selection): a month of a thousand clients' daily runs is some 30,000 runs, and deserializing each
+    body took seconds, reading each tag as a row of its own a third of a second.
     """
     if not client_ids:
         return []
@@ -360,48 +365,41 @@ def finished_collection_runs(
             instance, client_ids=client_ids, since=since, job_name=job_name, asset_key=asset_key
         )
     with_end = storage.has_run_stats_index_cols()
-    columns = [
-        RunsTable.c.run_id,
-        RunsTable.c.pipeline_name,
-        RunsTable.c.status,
-        RunsTable.c.update_timestamp,
-        RunsTable.c.end_time if with_end else sa.null().label("end_time"),
+    tag = RunTagsTable.c
+    # One column per judged tag: max() over the run's tag rows of the value under that key (NULL without one).
+    judged = (settings.CLIENT_TAG, *_COLLECTION_RUN_TAGS)
+    pivoted = [
+        sa.func.max(sa.case((tag.key == key, tag.value))).label(f"tag_{i}") for i, key in enumerate(judged)
     ]
-    of_clients = sa.select(RunTagsTable.c.run_id).where(
-        RunTagsTable.c.key == settings.CLIENT_TAG, RunTagsTable.c.value.in_(list(client_ids))
-    )
-    # One row per run and judged tag (a run without any has one row of NULLs), gathered per run below: cheaper on
-    # the server than grouping, and the same on SQLite.
     query = (
-        sa.select(*columns, RunTagsTable.c.key, RunTagsTable.c.value)
+        sa.select(
+            RunsTable.c.run_id,
+            RunsTable.c.pipeline_name,
+            RunsTable.c.status,
+            RunsTable.c.update_timestamp,
+            RunsTable.c.end_time if with_end else sa.null().label("end_time"),
+            *pivoted,
+        )
         .select_from(
-            RunsTable.outerjoin(
+            RunsTable.join(
                 RunTagsTable,
-                sa.and_(
-                    RunTagsTable.c.run_id == RunsTable.c.run_id, RunTagsTable.c.key.in_(_COLLECTION_RUN_TAGS)
-                ),
+                sa.and_(tag.run_id == RunsTable.c.run_id, tag.key.in_(judged)),
             )
         )
         .where(
-            RunsTable.c.run_id.in_(of_clients),
             RunsTable.c.status.in_([dg.DagsterRunStatus.SUCCESS.value, dg.DagsterRunStatus.FAILURE.value]),
             # The storage keeps naive UTC times (Dagster's own `updated_after` filter compares the same way).
             RunsTable.c.update_timestamp > since.astimezone(UTC).replace(tzinfo=None),
         )
+        .group_by(RunsTable.c.id)
         # Newest first, as Dagster lists run records: runs ending in the same instant keep that order below.
         .order_by(RunsTable.c.id.desc())
     )
-    # run id -> (job, status, update time, end time, judged tags)
-    finished: dict[str, tuple[str, str, datetime, float | None, dict[str, str]]] = {}
+    wanted = set(client_ids)
+    success = dg.DagsterRunStatus.SUCCESS.value
     with storage.connect() as conn:
-        rows = cast("list[tuple[Any, ...]]", conn.execute(query).all())
-        for run_id, job, status, updated, end_time, key, value in rows:
-            entry = finished.get(run_id)
-            if entry is None:
-                entry = finished[run_id] = (job, status, updated, end_time, {})
-            if key is not None:
-                entry[4][key] = value
-        other_jobs = [run_id for run_id, entry in finished.items() if entry[0] != job_name]
+        rows = [row for row in conn.execute(query) if row[5] in wanted]
+        other_jobs = [row[0] for row in rows if row[1] != job_name]
         bodies = (
             dict(
                 conn.execute(
@@ -414,13 +412,17 @@ def finished_collection_runs(
             else {}
         )
     runs: list[CollectionRun] = []
-    for run_id, (_, status, updated, end_time, tags) in finished.items():
+    for run_id, _, status, updated, end_time, _, start, end, partition, reason, backfill, retry in rows:
         if run_id in bodies:
             selection = dg.deserialize_value(bodies[run_id], dg.DagsterRun).asset_selection
             if asset_key not in (selection or frozenset()):
                 continue
-        rng = ClientRange.from_tags(tags)
-        if rng is None or tags.get(WILL_RETRY_TAG, "").lower() == "true":
+        if retry is not None and retry.lower() == "true":
+            continue
+        rng = ClientRange.from_tags(
+            {RANGE_START_TAG: start or "", RANGE_END_TAG: end or "", PARTITION_TAG: partition or ""}
+        )
+        if rng is None:
             continue
         runs.append(
             CollectionRun(
@@ -428,12 +430,13 @@ def finished_collection_runs(
                 client_id=rng.client_id,
                 start=rng.start,
                 end=rng.end,
-                succeeded=status == dg.DagsterRunStatus.SUCCESS.value,
+                succeeded=status == success,
                 ended_at=datetime.fromtimestamp(end_time, UTC) if end_time else updated.replace(tzinfo=UTC),
-                kind=collection_kind_of_tags(tags),
+                kind=_kind(reason, backfill),
             )
         )
-    return sorted(runs, key=lambda r: r.ended_at)
+    runs.sort(key=lambda r: r.ended_at)
+    return runs
 
 
 def _finished_collection_runs_from_records(

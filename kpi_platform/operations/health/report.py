@@ -251,6 +251,8 @@ class HealthContext:
         self.check_keys = tuple(check_keys)
         self.exclude_run_id = exclude_run_id
         self.deadline_hour = deadline_hour
+        #: Reads more than one check needs, made by the first that needs them (e.g. the collection runs).
+        self.shared: dict[str, Any] = {}
 
     @property
     def client_ids(self) -> list[str]:
