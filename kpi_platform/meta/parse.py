@@ -10,12 +10,15 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from typing import Any, SupportsFloat, SupportsIndex
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, SupportsFloat, SupportsIndex
 
 from kpi_platform import settings
 from kpi_platform.warehouse.schema import BIGINT_MAX, BIGINT_MIN
+
+# pandas is imported by the functions that build frames: the usage-header parsing is imported with the Meta
+# client by every process that alerts or reads breakers (the health command too), which must not pay for pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Grain: one row per client × day × campaign.
 CAMPAIGN_COLUMNS: tuple[str, ...] = (
@@ -218,6 +221,8 @@ def _parse_row(
 
 def empty_campaign_frame() -> pd.DataFrame:
     """A frame with no rows and the campaign-day columns and dtypes."""
+    import pandas as pd
+
     return pd.DataFrame({c: pd.Series([], dtype=CAMPAIGN_DTYPES[c]) for c in CAMPAIGN_COLUMNS})
 
 
@@ -246,6 +251,8 @@ def parse_insights_rows(
         parsed[key] = row
     if not parsed:
         return empty_campaign_frame()
+    import pandas as pd
+
     # Column by column: pandas builds a frame from lists far faster than from one dict per row.
     records = parsed.values()
     columns = {c: [r[c] for r in records] for c in CAMPAIGN_COLUMNS}

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import apprise
 import sqlalchemy as sa
-from apprise.common import NotifyFormat, NotifyType, PersistentStoreMode
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kpi_platform import settings
@@ -38,6 +36,9 @@ from kpi_platform.meta.breaker import OPEN, BreakerState
 from kpi_platform.meta.client import URL_LOGGERS
 from kpi_platform.meta.errors import redact
 from kpi_platform.warehouse import Warehouse, as_utc, schema
+
+if TYPE_CHECKING:
+    from apprise.common import NotifyType
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +80,18 @@ class Severity(IntEnum):
             raise ValueError(f"{what}: {value!r} is not one of {', '.join(s.name for s in cls)}") from None
 
 
-_NOTIFY_TYPES = {
-    Severity.CRITICAL: NotifyType.FAILURE,
-    Severity.HIGH: NotifyType.FAILURE,
-    Severity.MEDIUM: NotifyType.WARNING,
-    Severity.LOW: NotifyType.INFO,
-}
+def _notify_type(severity: Severity, *, resolved: bool) -> NotifyType:
+    # apprise is imported only on a send: processes that never alert (e.g. `kpi-platform health`) skip its cost.
+    from apprise.common import NotifyType
+
+    if resolved:
+        return NotifyType.SUCCESS
+    return {
+        Severity.CRITICAL: NotifyType.FAILURE,
+        Severity.HIGH: NotifyType.FAILURE,
+        Severity.MEDIUM: NotifyType.WARNING,
+        Severity.LOW: NotifyType.INFO,
+    }[severity]
 
 
 @dataclass(frozen=True)
@@ -599,9 +606,12 @@ class Notifier:
         self, channel: Channel, *, severity: Severity, label: str, title: str, body: str, resolved: bool
     ) -> bool:
         shown_title, shown_body = _render(channel.kind, severity_label=label, title=title, body=body)
-        notify_type = NotifyType.SUCCESS if resolved else _NOTIFY_TYPES[severity]
+        notify_type = _notify_type(severity, resolved=resolved)
         try:
             with _redacted_logs(self._secrets):
+                import apprise
+                from apprise.common import NotifyFormat, PersistentStoreMode
+
                 # A new apprise object per message: its plugins pace repeated sends from one object (5.5 s for
                 # email), and nothing is persisted to disk.
                 sender = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode=PersistentStoreMode.MEMORY))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kpi_platform.operations.alerts import Severity
-from kpi_platform.quality.rules import CheckSeverity
+from kpi_platform.quality.core import CheckSeverity
 
 #: Asset key paths (the `dg.AssetKey` of each asset is built from these in `defs/`).
 DAILY_KPIS_ASSET: tuple[str, ...] = ("meta_ads", "client_daily_kpis")

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.keys import ClientRange, client_day_key, contiguous, keys_of_range, parse_key
+from kpi_platform.quality.core import required_day
 from kpi_platform.quality.history import ClientHistory
-from kpi_platform.quality.rules import required_day
 
 # --- Run time bounds --------------------------------------------------------------------------------------------
 

@@ -17,13 +17,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from kpi_platform import settings
 from kpi_platform.clients import Client
 from kpi_platform.keys import contiguous
-from kpi_platform.warehouse import Warehouse, schema
+from kpi_platform.warehouse import schema
+
+if TYPE_CHECKING:
+    from kpi_platform.warehouse import Warehouse
 
 #: Days per block of the grouped count: about a month, and one bit per day of a 64-bit integer to spare.
 BLOCK_DAYS = 32

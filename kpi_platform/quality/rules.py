@@ -13,13 +13,13 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kpi_platform import settings
+from kpi_platform.quality.core import CheckSeverity, json_value, required_day
 
 #: Additive KPI columns: a client-day total is the sum of its campaign rows, a month the sum of its days.
 MONEY_COLUMNS: tuple[str, ...] = ("spend", "reservation_value")
@@ -29,39 +29,7 @@ METADATA_CULPRITS = 20
 METADATA_MISSING_DATES = 31
 
 
-class CheckSeverity(StrEnum):
-    """How bad a failed rule is; the orchestration layer maps it to its own severity type."""
-
-    ERROR = "ERROR"
-    WARN = "WARN"
-
-
 # --- shared helpers ---------------------------------------------------------------------------------------------
-
-
-def json_value(value: Any) -> Any:
-    """`value` as a plain JSON value: numpy scalars unwrapped, NaN/inf/NaT as None, dates as ISO strings."""
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, np.datetime64):
-        value = pd.Timestamp(value)  # .item() would give nanoseconds as an int
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat() if value.tzinfo or value.time() != time() else value.date().isoformat()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [json_value(v) for v in value]
-    return str(value)
 
 
 def _culprit(*, client_id: Any, kpi_date: Any, rule: str, observed: Any, expected: Any, **extra: Any) -> dict:
@@ -863,12 +831,6 @@ class FreshnessResult(RuleResult):
             "deadline_hour": self.deadline_hour,
             "deadline_hour_by_client": dict(self.deadline_hour_by_client),
         }
-
-
-def required_day(now_local: datetime, *, deadline_hour: int) -> date:
-    """The latest day a client must have at `now_local`: yesterday from the deadline hour on, else the day before."""
-    today = now_local.date()
-    return today - timedelta(days=1 if now_local.hour >= deadline_hour else 2)
 
 
 def _hours_between(earlier: datetime, later: datetime) -> float:

@@ -13,7 +13,9 @@ def quiet_beta_warnings() -> None:
     them at each start. Dagster has no setting for them; every other warning, and every error, still shows."""
     import warnings
 
-    from dagster import BetaWarning, PreviewWarning
+    # The classes `dagster` re-exports, from the small package that defines them: importing `dagster` itself takes
+    # most of a second, which a command that never loads Dagster (or loads it later) should not pay here.
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
 
     warnings.filterwarnings("ignore", category=BetaWarning)
     warnings.filterwarnings("ignore", category=PreviewWarning)

@@ -23,10 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 from alembic import command
 
@@ -40,19 +38,12 @@ from kpi_platform.warehouse.engine import (
     is_sqlite_locked,
     make_engine,
 )
-from kpi_platform.warehouse.frames import (
-    COPY_NULL,
-    COPY_READ_SIZE,
-    CsvStream,
-    holds_copy_null,
-    is_integer,
-    is_json,
-    json_normalized,
-    prepare_frame,
-    records,
-    typed_frame,
-    utc,
-)
+from kpi_platform.warehouse.times import as_utc
+
+# pandas, numpy and `frames` (which imports pandas) are imported by the functions that use them: opening the
+# warehouse and reading clients or timestamps (the health command) must not pay ~0.25 s for importing pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -66,22 +57,6 @@ PG_METRICS_LOCK_KEY = 7_390_003
 CLIENT_LOCK_PERSON = b"kpi-client-lock"
 #: SQLSTATE of PostgreSQL's "permission denied".
 PG_INSUFFICIENT_PRIVILEGE = "42501"
-
-
-@overload
-def as_utc(value: datetime | str) -> datetime: ...
-@overload
-def as_utc(value: None) -> None: ...
-@overload
-def as_utc(value: datetime | str | None) -> datetime | None: ...
-def as_utc(value: datetime | str | None) -> datetime | None:
-    """A timestamp read back from the warehouse, as an aware UTC datetime: SQLite returns naive timestamps (stored
-    in UTC), or text from an aggregate; PostgreSQL aware ones."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 CLIENT_FIELDS: tuple[str, ...] = ("name", "ad_account_id", "currency", "timezone", "active", "settings")
@@ -157,6 +132,8 @@ def client_lock_key(client_id: str) -> int:
 
 
 def _client_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    from kpi_platform.warehouse.frames import json_normalized
+
     unknown = set(row) - {"client_id", *CLIENT_FIELDS}
     if unknown:
         raise ValueError(f"client row {row.get('client_id')!r}: unknown fields {sorted(unknown)}")
@@ -184,8 +161,8 @@ def _client_out(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["active"] = bool(out["active"])
     out["settings"] = out["settings"] or {}
-    out["created_at"] = utc(out["created_at"])
-    out["updated_at"] = utc(out["updated_at"])
+    out["created_at"] = as_utc(out["created_at"])
+    out["updated_at"] = as_utc(out["updated_at"])
     return out
 
 
@@ -203,6 +180,10 @@ def fits_metric_value(value: float) -> bool:
 
 def _metric_rows(rows: Sequence[Mapping[str, Any]]) -> dict[MetricKey, dict[str, Any]]:
     """Checked daily_metrics rows by key; ValueError naming the first bad row."""
+    import numpy as np
+
+    from kpi_platform.warehouse.frames import json_normalized
+
     out: dict[MetricKey, dict[str, Any]] = {}
     fields = ("metric_date", "metric_type", "metric_category", "value", "metadata", "collection_timestamp")
     for row in rows:
@@ -302,7 +283,7 @@ def forecast_errors(
                     "upper": float(forecast._mapping[f"{metric}_upper"]),
                     "actual": value,
                     "abs_pct_error": abs(predicted - value) / abs(value) * 100 if value else None,
-                    "generated_at": utc(forecast.generated_at),
+                    "generated_at": as_utc(forecast.generated_at),
                     "recorded_at": recorded_at,
                 }
             )
@@ -444,6 +425,8 @@ class Warehouse:
 
         A client missing from `rows` keeps its row: deactivate a client by passing it with active=False.
         """
+        from kpi_platform.warehouse.frames import json_normalized
+
         incoming = [_client_row(row) for row in rows]
         ids = [row["client_id"] for row in incoming]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -519,6 +502,8 @@ class Warehouse:
         """
         if end < start:
             raise ValueError(f"range for client {client_id!r} ends ({end}) before it starts ({start})")
+        from kpi_platform.warehouse.frames import prepare_frame
+
         campaigns = prepare_frame(
             campaign_rows,
             schema.campaign_daily_kpis,
@@ -599,6 +584,8 @@ class Warehouse:
     def _insert_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
+        from kpi_platform.warehouse.frames import holds_copy_null, records
+
         if self.is_postgres and not holds_copy_null(frame):
             self._copy_frame(conn, table, frame)
         else:
@@ -606,6 +593,8 @@ class Warehouse:
 
     def _copy_frame(self, conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
         """COPY the frame into `table` on the connection's own transaction (psycopg2 `copy_expert`)."""
+        from kpi_platform.warehouse.frames import COPY_NULL, COPY_READ_SIZE, CsvStream, is_json
+
         preparer = conn.dialect.identifier_preparer
         columns = ", ".join(preparer.quote(name) for name in frame.columns)
         # Identifiers come from the table metadata; the values travel in the COPY stream, never in the SQL.
@@ -677,6 +666,10 @@ class Warehouse:
         table = schema.kpi_forecasts
         frame = forecasts
         if not frame.empty:
+            import pandas as pd
+
+            from kpi_platform.warehouse.frames import prepare_frame
+
             dates = pd.to_datetime(frame["kpi_date"]).dt.date
             frame = prepare_frame(
                 frame, table, name="forecasts", client_id=client_id, start=min(dates), end=max(dates)
@@ -753,6 +746,8 @@ class Warehouse:
             raise ValueError(
                 f"client {client_id!r} has days in {currencies} during {first:%Y-%m}; cannot sum them"
             )
+        from kpi_platform.warehouse.frames import is_integer
+
         totals: dict[str, Any] = {"client_id": client_id, "month": first}
         for name in settings.SUM_COLUMNS:
             column = table.c[name]
@@ -775,6 +770,8 @@ class Warehouse:
         unknown = set(row) - set(table.columns.keys())
         if unknown:
             raise ValueError(f"monthly summary: columns {sorted(unknown)} are not in table {table.name}")
+        import numpy as np
+
         values = {"computed_at": datetime.now(UTC), **row}
         month = values.get("month")
         if not isinstance(month, date) or isinstance(month, datetime) or month.day != 1:
@@ -891,7 +888,7 @@ class Warehouse:
                 else:
                     replaces = {
                         "value": float(old.value),
-                        "collection_timestamp": utc(old.collection_timestamp).isoformat(),
+                        "collection_timestamp": as_utc(old.collection_timestamp).isoformat(),
                     }
                     self._correct_daily_metric(
                         conn,
@@ -947,7 +944,7 @@ class Warehouse:
                 metric_category=old.metric_category,
                 old_value=old.value,
                 new_value=row["value"],
-                old_collection_timestamp=utc(old.collection_timestamp),
+                old_collection_timestamp=as_utc(old.collection_timestamp),
                 new_collection_timestamp=row["collection_timestamp"],
                 reason=reason,
                 corrected_by=None,
@@ -987,6 +984,8 @@ class Warehouse:
         return self._read(query, table)
 
     def _read(self, query: sa.Select, table: sa.Table) -> pd.DataFrame:
+        from kpi_platform.warehouse.frames import typed_frame
+
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         return typed_frame(rows, table)

@@ -38,3 +38,13 @@ def test_without_the_filter_the_code_location_warns():
         """
     )
     assert "BetaWarning" in shown  # type: ignore[operator]
+
+
+def test_the_beta_warnings_quieted_before_dagster_loads_are_the_ones_dagster_raises():
+    """`quiet_beta_warnings` filters Dagster's warning classes without importing `dagster` (most of a second of a
+    command's start); the classes it filters must stay the ones `dagster` exports."""
+    import dagster
+    from dagster_shared.utils.warnings import BetaWarning, PreviewWarning
+
+    assert dagster.BetaWarning is BetaWarning
+    assert dagster.PreviewWarning is PreviewWarning

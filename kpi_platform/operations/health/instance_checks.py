@@ -5,26 +5,13 @@ collection and the failed collections."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dagster as dg
 
+from kpi_platform.defs import run_history
 from kpi_platform.operations import check_catalogue
 from kpi_platform.operations.health import success_rates
-from kpi_platform.operations.plans import (
-    DAILY_COLLECTION_CRON,
-    DAILY_COLLECTION_JOB,
-    DAILY_COLLECTION_SCHEDULE,
-    DAILY_COLLECTION_TIMEZONE,
-    plan_daily_collection,
-)
-from kpi_platform.warehouse import as_utc
-
-if TYPE_CHECKING:
-    pass
-
-
-from kpi_platform.defs import run_history
 from kpi_platform.operations.health.report import (
     ACTIVE_BACKFILL_STATUSES,
     DAEMON_HEARTBEAT_UNHEALTHY_S,
@@ -34,12 +21,22 @@ from kpi_platform.operations.health.report import (
     RUN_QUEUE_DAEMON,
     RUN_QUEUE_HEARTBEAT_STALE_S,
     RUNNING_RUN_STATUSES,
+    CheckSpec,
     Finding,
     HealthContext,
     HealthStatus,
     _duration,
     _ratio_score,
 )
+from kpi_platform.operations.health.token_checks import check_token
+from kpi_platform.operations.plans import (
+    DAILY_COLLECTION_CRON,
+    DAILY_COLLECTION_JOB,
+    DAILY_COLLECTION_SCHEDULE,
+    DAILY_COLLECTION_TIMEZONE,
+    plan_daily_collection,
+)
+from kpi_platform.warehouse import as_utc
 
 
 def check_asset_checks(ctx: HealthContext) -> Finding:
@@ -397,3 +394,16 @@ def check_collections(ctx: HealthContext) -> Finding:
         metrics=metrics,
         table=table,
     )
+
+
+#: The report's checks that read the Dagster instance, with their weights; `HEALTH_CHECKS` places them among the
+#: warehouse's. Apart, so that `kpi-platform health` evaluates them without importing the warehouse checks.
+INSTANCE_CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec("asset_checks", 1.0, check_asset_checks, needs_instance=True),
+    CheckSpec("daemon", 2.0, check_daemon, needs_instance=True),
+    CheckSpec("in_progress", 0.0, check_in_progress, needs_instance=True),
+    CheckSpec("success_rates", 0.0, check_success_rates, needs_instance=True),
+    CheckSpec("collections", 0.0, check_collections, needs_instance=True),
+    # The days left before the Meta access token expires, from the latest daily debug_token answer.
+    CheckSpec("token", 2.0, check_token, needs_instance=True),
+)

