@@ -51,61 +51,16 @@ __all__ = [
 
 # Names are resolved on first use (PEP 562): importing one submodule (`instance_checks`, `report`) must not import
 # the warehouse checks and their pandas, which `kpi-platform health` keeps out of the process that opens the
-# Dagster instance. Besides `__all__`, the names this package imported before stay reachable (the check functions).
-_EXPORTED_FROM: dict[str, str] = {
-    "build_health_report": f"{__name__}.checks",
-    **dict.fromkeys(
-        (
-            "DAEMON_HEARTBEAT_UNHEALTHY_S",
-            "clients_from_warehouse",
-            "CheckSpec",
-            "Finding",
-            "HealthCheck",
-            "HealthContext",
-            "HealthReport",
-            "HealthStatus",
-            "worst",
-        ),
-        f"{__name__}.report",
-    ),
-    **dict.fromkeys(
-        (
-            "check_asset_checks",
-            "check_collections",
-            "check_daemon",
-            "check_in_progress",
-            "check_success_rates",
-        ),
-        f"{__name__}.instance_checks",
-    ),
-    **dict.fromkeys(
-        (
-            "check_circuit_breakers",
-            "check_hours_since_collection",
-            "check_missing_days",
-            "check_split_days",
-            "check_yesterday_collection",
-        ),
-        f"{__name__}.warehouse_checks",
-    ),
-    "check_activity": f"{__name__}.activity_checks",
-    "check_forecast_accuracy": f"{__name__}.forecast_checks",
-    "check_token": f"{__name__}.token_checks",
-    "Client": "kpi_platform.clients",
-    "registered_clients": "kpi_platform.clients",
-    "Warehouse": "kpi_platform.warehouse",
-}
+# Dagster instance. `HEALTH_CHECKS` and `build_health_report` come from `checks.py`, the rest from `report.py`.
 
 
 def __getattr__(name: str) -> Any:
-    if name == "HEALTH_CHECKS":
-        # Every check in report order: `checks.health_checks()` (which imports the warehouse's and Dagster).
-        value: Any = importlib.import_module(f"{__name__}.checks").health_checks()
-        globals()[name] = value
-        return value
-    module = _EXPORTED_FROM.get(name)
-    if module is None:
+    if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name == "HEALTH_CHECKS":
+        value: Any = importlib.import_module(f"{__name__}.checks").health_checks()
+    else:
+        module = "checks" if name == "build_health_report" else "report"
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
