@@ -93,13 +93,20 @@ class ClientRange:
     def from_tags(cls, tags: Mapping[str, str]) -> ClientRange | None:
         """The range a run covers, from its range tags or its single `client|date` partition tag; None for a run
         that covers no client-days (another job)."""
+        return cls.from_tag_values(
+            tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG), tags.get(PARTITION_TAG)
+        )
+
+    @classmethod
+    def from_tag_values(cls, start: str | None, end: str | None, partition: str | None) -> ClientRange | None:
+        """`from_tags` from the values of the range start, range end and partition tags (None where a run has no
+        such tag), as a query of the run storage returns them."""
         # Each key parsed once: the health report reads a month of a thousand clients' runs through here.
-        start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
         try:
             if start and end:
                 (client_id, first), (_, last) = parse_key(start), parse_key(end)
                 return cls(client_id, first, last)
-            client_id, day = parse_key(tags.get(PARTITION_TAG, ""))
+            client_id, day = parse_key(partition or "")
         except InvalidKeyError:
             return None
         return cls(client_id, day, day)

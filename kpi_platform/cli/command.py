@@ -330,7 +330,8 @@ def _health(args: argparse.Namespace) -> int:
         if not_ready is not None:
             report = HealthReport.unavailable(name="warehouse", summary=not_ready, now_utc=now)
         else:
-            header = f"warehouse: {found.url_for_display}\ndagster home: {home}\n"
+            assert warehouse is not None  # opened here before the instance; `not_ready` otherwise
+            header = f"warehouse: {warehouse.url_for_display}\ndagster home: {home}\n"
             if part is None:
                 report = HealthReport.unavailable(
                     name="dagster_instance", summary=instance_error, now_utc=now

@@ -420,9 +420,7 @@ def finished_collection_runs(
                 continue
         if retry is not None and retry.lower() == "true":
             continue
-        rng = ClientRange.from_tags(
-            {RANGE_START_TAG: start or "", RANGE_END_TAG: end or "", PARTITION_TAG: partition or ""}
-        )
+        rng = ClientRange.from_tag_values(start, end, partition)
         if rng is None:
             continue
         runs.append(

@@ -24,17 +24,14 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
-    from kpi_platform.clients import Client
     from kpi_platform.operations.health.report import HealthCheck, HealthReport
 
 
 @dataclass(frozen=True)
 class WarehouseFindings:
-    """What the worker read: the registered clients and the checks that need no instance, evaluated as of
-    `now_utc`; or, when the warehouse cannot be opened for reading, why (`not_ready`) and nothing else."""
+    """What the worker read: the checks that need no instance, evaluated as of `now_utc`; or, when the warehouse
+    cannot be opened for reading, why (`not_ready`) and nothing else."""
 
-    url_for_display: str = ""
-    clients: list[Client] = field(default_factory=list)
     checks: list[HealthCheck] = field(default_factory=list)
     not_ready: str | None = None
 
@@ -51,19 +48,14 @@ def read_warehouse_half(url: str, now_utc: datetime) -> WarehouseFindings:
     except WarehouseNotReadyError as exc:
         return WarehouseFindings(not_ready=str(exc))
     try:
-        clients = clients_from_warehouse(warehouse)
         report = evaluate_checks(
             warehouse=warehouse,
             instance=None,
-            clients=clients,
+            clients=clients_from_warehouse(warehouse),
             now_utc=now_utc,
             checks=WAREHOUSE_CHECKS,
         )
-        return WarehouseFindings(
-            url_for_display=warehouse.url_for_display,
-            clients=clients,
-            checks=list(report.checks),
-        )
+        return WarehouseFindings(checks=list(report.checks))
     finally:
         warehouse.dispose()
 
